@@ -1,0 +1,166 @@
+"""The backbone interface shared by every model family.
+
+A :class:`Backbone` wraps one frozen open_clip model and its tokenizer behind a single interface: tokenize,
+look up token embeddings, encode text from (possibly learned) embeddings with the padding trimmed, encode
+images into a global and per-patch features, and expose the model's widths and preprocessing. Family-specific
+text code lives in the adapters (``hf_text.py``, ``openai_clip.py``); vision code in ``vision.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import open_clip
+import torch
+from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+from torch import nn
+
+from .errors import BackboneError
+from .vision import VisionTower, vision_tower_for
+
+Tokenizer = HFTokenizer | SimpleTokenizer
+
+
+class Backbone(nn.Module, ABC):
+    """One frozen open_clip model with one interface, whatever the model family.
+
+    Attributes:
+        name: the name it was built from (``"BiomedCLIP"``, ``"tiny-clip"``, ``"local-dir:/x"``, ...).
+        family: text-tower family, ``"hf-bert"`` or ``"openai-clip"`` (class attribute of the adapter).
+        model: the open_clip model (``CustomTextCLIP`` or ``CLIP``).
+        tokenizer: the model's own open_clip tokenizer.
+        text_width: width of the token embeddings (the prompt context dimension).
+        vision_width: width of the vision transformer's tokens.
+        embed_dim: width of the joint image-text embedding space.
+        context_length: length every tokenized text is padded / truncated to.
+        image_size: side of the (square) input image, in pixels.
+        num_patches: number of patch tokens per image returned by :meth:`encode_image`.
+        mean, std: per-channel normalisation of input images.
+        interpolation: resize interpolation of the model's preprocessing (e.g. ``"bicubic"``).
+        resize_mode: open_clip resize mode of the model's preprocessing (e.g. ``"shortest"``).
+        prompt_start: index of the first token after the start token.
+    """
+
+    family: ClassVar[str]
+    prompt_start: int = 1
+
+    def __init__(self, name: str, model: nn.Module, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self._vision: VisionTower = vision_tower_for(model.visual)
+
+        self.text_width: int = self.word_embeddings.embedding_dim
+        self.vision_width: int = self._vision.width
+        self.num_patches: int = self._vision.num_patches
+        self.context_length: int = int(tokenizer.context_length)
+
+        pp = open_clip.get_model_preprocess_cfg(model)
+        size = pp["size"]
+        sides = (size, size) if isinstance(size, int) else tuple(size)
+        if sides[0] != sides[1]:
+            raise BackboneError(f"backbone '{name}' expects non-square {sides[0]}x{sides[1]} images; "
+                                "only square input sizes are supported")
+        self.image_size: int = int(sides[0])
+        self.mean: tuple[float, float, float] = tuple(float(v) for v in pp["mean"])
+        self.std: tuple[float, float, float] = tuple(float(v) for v in pp["std"])
+        self.interpolation: str = str(pp["interpolation"])
+        self.resize_mode: str = str(pp["resize_mode"])
+
+        self.requires_grad_(False)
+        self.eval()
+
+    # ----------------------------------------------------------------------------------------- common
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(logit_scale) of the model, a 0-d tensor without gradient."""
+        return self.model.logit_scale.detach().exp().reshape(())
+
+    @property
+    def vision_blocks(self) -> nn.ModuleList | nn.Sequential:
+        """The vision transformer's blocks, in order (the tower's own container: index, iterate, len)."""
+        return self._vision.blocks
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenize with the model's own tokenizer.
+
+        Args:
+            texts: N strings (used as given: "_" is not replaced here).
+        Returns:
+            LongTensor[N, context_length] on the CPU, padded to the full context length.
+        """
+        if isinstance(texts, str):
+            raise TypeError("tokenize() takes a sequence of strings; wrap a single text in a list")
+        return self.tokenizer(list(texts)).long()
+
+    def token_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Raw word embeddings only (no positions added).
+
+        Args:
+            tokens: LongTensor[N, L].
+        Returns:
+            Tensor[N, L, text_width] on the model's device.
+        """
+        return self.word_embeddings(tokens.to(self._embedding_device()))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own text encoding of full-length tokens (the reference; not normalised).
+
+        Args:
+            tokens: LongTensor[N, L] from :meth:`tokenize`.
+        Returns:
+            Tensor[N, embed_dim].
+        """
+        return self.model.encode_text(tokens.to(self._embedding_device()))
+
+    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected global and patch features (neither normalised).
+
+        Args:
+            images: Tensor[B, 3, image_size, image_size], normalised with ``mean``/``std``, on the model's device.
+        Returns:
+            (Tensor[B, embed_dim] equal to ``model.encode_image(images)``,
+             Tensor[B, num_patches, embed_dim]: the same projection applied to every patch token).
+        """
+        return self._vision.encode(images)
+
+    # --------------------------------------------------------------------------- family-specific
+    @property
+    @abstractmethod
+    def text_blocks(self) -> nn.ModuleList:
+        """The text transformer's layers, in order."""
+
+    @abstractmethod
+    def num_tokens(self, text: str) -> int:
+        """Number of real tokens of ``text`` as tokenized, without the special start / end tokens."""
+
+    @property
+    @abstractmethod
+    def word_embeddings(self) -> nn.Embedding:
+        """The text tower's token-embedding table."""
+
+    @abstractmethod
+    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Encode text given its token embeddings (learned context vectors may be spliced in).
+
+        The padded context is trimmed to the longest real prompt of the batch before the transformer runs;
+        the result equals :meth:`encode_text` up to float rounding when ``embeddings`` are unmodified.
+
+        Args:
+            embeddings: Tensor[N, L, text_width]; gradients flow into it.
+            tokens: LongTensor[N, L]; only marks where the real content is.
+        Returns:
+            Tensor[N, embed_dim], not normalised.
+        """
+
+    def _embedding_device(self) -> torch.device:
+        return self.word_embeddings.weight.device
+
+    @staticmethod
+    def _check_pair(embeddings: torch.Tensor, tokens: torch.Tensor) -> None:
+        if embeddings.dim() != 3 or embeddings.shape[:2] != tokens.shape:
+            raise ValueError(f"embeddings [N, L, W] and tokens [N, L] must match; got embeddings "
+                             f"{tuple(embeddings.shape)} and tokens {tuple(tokens.shape)}")

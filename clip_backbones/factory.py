@@ -1,0 +1,195 @@
+"""``build_backbone``: one entry point from a backbone name to a frozen :class:`Backbone`."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from huggingface_hub.constants import is_offline_mode
+from open_clip import CLIP, CustomTextCLIP
+from torch import nn
+
+from .base import Backbone, Tokenizer
+from .errors import BackboneError
+from .hf_text import HFTextBackbone
+from .openai_clip import OpenAIClipBackbone
+from .tiny import TINY_BACKBONES, TINY_SEED, register_tiny_timm_models
+
+logger = logging.getLogger(__name__)
+
+HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
+BIOMEDCLIP_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+OPENAI_PRETRAINED_TAG = "openai"
+OPENAI_CLIP_MODELS: dict[str, str] = {  # OpenAI CLIP name -> open_clip architecture (weights: OPENAI_PRETRAINED_TAG)
+    "ViT-B/32": "ViT-B-32",
+    "ViT-B/16": "ViT-B-16",
+    "ViT-L/14": "ViT-L-14",
+    "ViT-L/14@336px": "ViT-L-14-336",
+}
+NAMED_BACKBONES: dict[str, str] = {"BiomedCLIP": BIOMEDCLIP_ID}  # short name -> open_clip id
+BACKBONE_NAMES: tuple[str, ...] = (*NAMED_BACKBONES, *OPENAI_CLIP_MODELS, *TINY_BACKBONES)
+BUILD_SEED = TINY_SEED  # all builds run under a private RNG with this seed: no effect on the caller's RNG
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip loads from a local-dir folder
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                      "tokenizer.model")
+LOCAL_DIR_CONTENTS = (
+    "a local-dir folder must contain open_clip_config.json, the weights (open_clip_pytorch_model.bin or "
+    "open_clip_pytorch_model.safetensors) and, for a Hugging Face text tower such as BiomedCLIP's, the "
+    "tokenizer files (vocab.txt or tokenizer.json, tokenizer_config.json) and the text model's config.json"
+)
+HF_TEXT_FILES = {  # file -> what it is, for folders whose model has a Hugging Face text tower
+    "config.json": "the text model's configuration",
+    "tokenizer_config.json": "the tokenizer settings",
+}
+
+
+def available_backbones() -> list[str]:
+    """Names :func:`build_backbone` accepts, besides any ``hf-hub:<org>/<repo>`` or ``local-dir:<folder>`` id."""
+    return list(BACKBONE_NAMES)
+
+
+def build_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone:
+    """Build a frozen backbone (``requires_grad`` False everywhere, eval mode) on ``device``.
+
+    ``name`` is resolved in this order:
+      - ``"BiomedCLIP"`` -> ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``;
+      - an OpenAI CLIP name (``"ViT-B/16"``, ``"ViT-B/32"``, ``"ViT-L/14"``, ``"ViT-L/14@336px"``) -> the open_clip
+        architecture with OpenAI weights;
+      - ``"tiny-biomedclip"`` / ``"tiny-clip"`` -> random miniatures built offline, identical on every build;
+      - ``"hf-hub:<org>/<repo>"`` -> open_clip's hub loader (needs the hub or the local HF cache);
+      - ``"local-dir:<folder>"`` -> everything from one folder, offline (see ``LOCAL_DIR_CONTENTS``).
+
+    Weights are initialised under a private, fixed-seed RNG, so building never changes the caller's RNG state.
+
+    Raises:
+        BackboneError: unknown name, missing local files, hub unreachable, or an unsupported model family.
+    """
+    start = time.perf_counter()
+    if name in NAMED_BACKBONES:
+        model, tokenizer = _load_hub(NAMED_BACKBONES[name], name)
+    elif name in OPENAI_CLIP_MODELS:
+        model, tokenizer = _load_openai(name)
+    elif name in TINY_BACKBONES:
+        model, tokenizer = _load_local_dir(TINY_BACKBONES[name], weights_optional=True)
+    elif name.startswith(HF_HUB_PREFIX):
+        model, tokenizer = _load_hub(name, name)
+    elif name.startswith(LOCAL_DIR_PREFIX):
+        model, tokenizer = _load_local_dir(Path(name[len(LOCAL_DIR_PREFIX):]), weights_optional=False)
+    else:
+        raise BackboneError(_unknown_name_message(name))
+
+    backbone = _adapter_for(name, model)(name, model, tokenizer).to(device)
+    logger.info(
+        "backbone %s (%s, %s) built in %.2f s on %s: text width %d, vision width %d, embed dim %d, context %d, "
+        "image %d, %.2fM parameters", name, backbone.family, type(model).__name__, time.perf_counter() - start,
+        device, backbone.text_width, backbone.vision_width, backbone.embed_dim, backbone.context_length,
+        backbone.image_size, sum(p.numel() for p in model.parameters()) / 1e6)
+    return backbone
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+def _create(model_name: str, **kwargs: Any) -> nn.Module:
+    """``open_clip.create_model`` on the CPU under a private RNG seeded with BUILD_SEED."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(BUILD_SEED)
+        return open_clip.create_model(model_name, device="cpu", **kwargs)
+
+
+def _load_hub(model_id: str, name: str) -> tuple[nn.Module, Tokenizer]:
+    try:
+        model = _create(model_id, require_pretrained=True)
+        tokenizer = open_clip.get_tokenizer(model_id)
+    except Exception as err:  # hub / cache / network errors come in many types; re-raised with the cause
+        reason = ("HF_HUB_OFFLINE is set and the files are not in the local Hugging Face cache"
+                  if is_offline_mode() else "the Hugging Face Hub could not be reached or the id is wrong")
+        raise BackboneError(
+            f"cannot load backbone '{name}' ({model_id}): {reason} [{type(err).__name__}: {_first_line(err)}]. "
+            f"To work offline, put the model files in a folder and use 'local-dir:<folder>'; {LOCAL_DIR_CONTENTS}."
+        ) from err
+    return model, tokenizer
+
+
+def _load_openai(name: str) -> tuple[nn.Module, Tokenizer]:
+    arch = OPENAI_CLIP_MODELS[name]
+    pretrained_cfg = open_clip.get_pretrained_cfg(arch, OPENAI_PRETRAINED_TAG)
+    try:
+        model = _create(arch, pretrained=OPENAI_PRETRAINED_TAG, require_pretrained=True,
+                        force_quick_gelu=bool(pretrained_cfg.get("quick_gelu", False)))
+    except Exception as err:  # download errors come in many types; re-raised with the cause
+        offline = " (HF_HUB_OFFLINE is set)" if is_offline_mode() else ""
+        raise BackboneError(
+            f"cannot download the OpenAI weights of '{name}' (open_clip {arch}, pretrained={OPENAI_PRETRAINED_TAG!r})"
+            f"{offline} [{type(err).__name__}: {_first_line(err)}]. To work offline, save the open_clip checkpoint "
+            f"with an open_clip_config.json (model_cfg = open_clip.get_model_config({arch!r}), quick_gelu true) in a "
+            "folder and use 'local-dir:<folder>'."
+        ) from err
+    return model, open_clip.get_tokenizer(arch)
+
+
+def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module, Tokenizer]:
+    """Build from an open_clip local-dir folder; ``weights_optional`` (tiny models only): random weights if none."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise BackboneError(f"local-dir folder not found: {folder}; {LOCAL_DIR_CONTENTS}")
+    config_path = folder / "open_clip_config.json"
+    if not config_path.is_file():
+        raise BackboneError(f"missing file {config_path}; {LOCAL_DIR_CONTENTS}")
+    try:
+        model_cfg = json.loads(config_path.read_text(encoding="utf-8"))["model_cfg"]
+    except (ValueError, KeyError) as err:
+        raise BackboneError(f"{config_path} is not an open_clip config with a 'model_cfg' entry ({err})") from err
+    has_weights = any(p.suffix in CHECKPOINT_SUFFIXES for p in folder.iterdir() if p.is_file())
+    if not has_weights and not weights_optional:
+        raise BackboneError(f"missing weights file {folder / 'open_clip_pytorch_model.bin'} (or .safetensors) "
+                            f"in {folder}; {LOCAL_DIR_CONTENTS}")
+
+    kwargs: dict[str, Any] = {}
+    text_cfg = model_cfg.get("text_cfg", {})
+    if text_cfg.get("hf_model_name"):
+        # HF text tower: its config and tokenizer come from this folder, never from the hub
+        for required, what in HF_TEXT_FILES.items():
+            if not (folder / required).is_file():
+                raise BackboneError(f"missing file {folder / required} ({what}, e.g. from the Hugging Face repo "
+                                    f"{text_cfg['hf_model_name']}); {LOCAL_DIR_CONTENTS}")
+        if not any((folder / f).is_file() for f in HF_TOKENIZER_FILES):
+            raise BackboneError(f"missing tokenizer vocabulary in {folder}: expected one of "
+                                f"{', '.join(HF_TOKENIZER_FILES)}; {LOCAL_DIR_CONTENTS}")
+        logger.info("text tower %s: config and tokenizer read from %s", text_cfg["hf_model_name"], folder)
+        kwargs["text_cfg"] = {**text_cfg, "hf_model_name": str(folder), "hf_tokenizer_name": str(folder),
+                              "hf_model_pretrained": False}
+
+    register_tiny_timm_models()
+    model_id = f"{LOCAL_DIR_PREFIX}{folder}"
+    model = _create(model_id, pretrained_text=False, **kwargs)
+    return model, open_clip.get_tokenizer(model_id)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _adapter_for(name: str, model: nn.Module) -> type[Backbone]:
+    if isinstance(model, CLIP):
+        return OpenAIClipBackbone
+    if isinstance(model, CustomTextCLIP) and isinstance(model.text, open_clip.hf_model.HFTextEncoder):
+        return HFTextBackbone
+    raise BackboneError(f"backbone '{name}' is an open_clip {type(model).__name__}, which no adapter supports; "
+                        "supported: CLIP (OpenAI style) and CustomTextCLIP with a Hugging Face text tower")
+
+
+def _unknown_name_message(name: str) -> str:
+    by_lower = {n.lower(): n for n in BACKBONE_NAMES}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+    return (f"unknown backbone {name!r}.{hint} Available: {', '.join(BACKBONE_NAMES)}, "
+            f"or '{HF_HUB_PREFIX}<org>/<repo>' / '{LOCAL_DIR_PREFIX}<folder>'.")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"

@@ -1,0 +1,1 @@
+"""A small Dassl-compatible core: config, registries, data, optimisation, evaluation, trainer base."""

@@ -1,0 +1,162 @@
+"""Small shared utilities: logging set-up, seeding, devices, atomic writes, provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TqdmHandler(logging.StreamHandler):
+    """Console handler that writes through ``tqdm.write`` so log lines do not break progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+def setup_logger(output_dir: str | None = None, *, verbose: bool = True) -> None:
+    """Log to the console (via tqdm) and, if ``output_dir`` is given, append to ``output_dir/log.txt``."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_ogkd", False):
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    console = TqdmHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console._ogkd = True  # type: ignore[attr-defined]
+    root.addHandler(console)
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a", encoding="utf-8")
+        fh.setFormatter(logging.Formatter(LOG_FORMAT))
+        fh._ogkd = True  # type: ignore[attr-defined]
+        root.addHandler(fh)
+    for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def resolve_seed(seed: int) -> int:
+    """A negative seed means "random": draw one (and let the caller record it). 0 is a valid seed."""
+    if seed >= 0:
+        return int(seed)
+    drawn = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    logger.info("SEED < 0: drew random seed %d (recorded in config.yaml)", drawn)
+    return drawn
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from any parts (e.g. (seed, "epoch", 3)); independent of PYTHONHASHSEED."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic algorithms (cuDNN, cuBLAS workspace) when ``enabled``."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    logger.info("deterministic mode: torch deterministic algorithms on, cuDNN benchmark off")
+
+
+def select_device(use_cuda: bool) -> torch.device:
+    """CUDA when asked for and available; otherwise CPU, announced in the log."""
+    if use_cuda and torch.cuda.is_available():
+        device = torch.device("cuda")
+        logger.info("device: %s (%s)", device, torch.cuda.get_device_name(0))
+        return device
+    if use_cuda:
+        logger.warning("CUDA is not available: running on the CPU (set USE_CUDA False to silence this)")
+    else:
+        logger.info("device: cpu (USE_CUDA False)")
+    return torch.device("cpu")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file + rename, so an interrupted save never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("open_clip", "transformers", "timm", "torchvision"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - provenance only
+            out[mod] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit (with ``-dirty`` if the tree has changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,31 @@
+"""Test set-up: offline hub environment before any import, generated data, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SynthMed dataset in the real layout (generated once per session; tests must not modify it)."""
+    from datasets.synthetic import make_synthmed
+
+    root = tmp_path_factory.mktemp("data")
+    make_synthmed(root, seed=0)
+    return root

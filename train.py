@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Dassl / CoOp-compatible entry point: parse the CLI → config → trainer → train / evaluate.
+
+    python train.py --root DATA --seed 1 --trainer CoOp \
+        --dataset-config-file configs/datasets/synthmed.yaml \
+        --config-file configs/trainers/CoOp/few_shot.yaml \
+        --output-dir output/synthmed/CoOp/shots4/seed1 DATASET.NUM_SHOTS 4
+    python train.py ... --eval-only --model-dir RUN_DIR [--load-epoch N]
+    python train.py ... --resume RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from yacs.config import CfgNode
+
+logger = logging.getLogger("train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=str, default="", help="dataset root (the folder holding <NAME>/)")
+    p.add_argument("--output-dir", type=str, default="", help="run directory")
+    p.add_argument("--resume", type=str, default="", help="resume from this run directory's latest checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="seed (0 is valid; negative = random)")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains (Dassl; unused here)")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains (Dassl; unused here)")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="trainer config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    p.add_argument("--trainer", type=str, default="", help="trainer name (see --list-trainers)")
+    p.add_argument("--backbone", type=str, default="", help="backbone name (MODEL.BACKBONE.NAME)")
+    p.add_argument("--head", type=str, default="", help="head name (Dassl; unused here)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluation only (needs --model-dir unless nothing is learned)")
+    p.add_argument("--model-dir", type=str, default="", help="run directory to load the model from")
+    p.add_argument("--load-epoch", type=int, default=None, help="checkpoint epoch to load (default: the final one)")
+    p.add_argument("--no-train", action="store_true", help="build everything, then stop")
+    p.add_argument("--list-trainers", action="store_true", help="print the registered trainers and exit")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """defaults → dataset YAML → trainer YAML → CLI flags → trailing KEY VALUE pairs."""
+    from engine.config import get_cfg_default, merge_from_file, merge_from_list
+
+    cfg = get_cfg_default()
+    if args.dataset_config_file:
+        merge_from_file(cfg, args.dataset_config_file)
+    if args.config_file:
+        merge_from_file(cfg, args.config_file)
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    merge_from_list(cfg, args.opts or [])
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.config import ConfigError, changed_unused_keys
+    from engine.registry import TRAINER_REGISTRY, RegistryError
+    from engine.utils import resolve_seed, setup_logger
+
+    if args.list_trainers:
+        import trainers  # noqa: F401
+
+        print("\n".join(TRAINER_REGISTRY.registered_names()))
+        return 0
+    setup_logger(None)
+    try:
+        cfg = setup_cfg(args)
+        if not cfg.TRAINER.NAME:
+            raise ConfigError("no trainer given: pass --trainer NAME (see --list-trainers)")
+        TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # fail fast on an unknown trainer
+    except (ConfigError, RegistryError) as e:
+        logger.error("error: %s", e)
+        return 2
+    cfg.SEED = resolve_seed(cfg.SEED)
+    cfg.freeze()
+    out = Path(cfg.OUTPUT_DIR)
+    setup_logger(str(out))
+    logger.info("=" * 30 + " %s " + "=" * 30, time.strftime("%Y-%m-%d %H:%M:%S"))
+    logger.info("command: %s", " ".join([sys.executable, *sys.argv]))
+    for key in changed_unused_keys(cfg):
+        logger.warning("config key %s is accepted for Dassl compatibility but has no effect here", key)
+    return run(cfg, args)
+
+
+def run(cfg: CfgNode, args: argparse.Namespace) -> int:
+    from clip_backbones import BackboneError
+    from engine.config import ConfigError
+    from engine.data import DatasetError, ImageReadError
+    from engine.registry import RegistryError
+    from engine.trainer import CheckpointError, build_trainer
+    from engine.utils import set_deterministic, set_random_seed
+
+    expected = (BackboneError, ConfigError, DatasetError, ImageReadError, RegistryError, CheckpointError, ValueError)
+    (Path(cfg.OUTPUT_DIR) / "metrics.json").unlink(missing_ok=True)  # a failed run must not leave stale results
+    try:
+        set_random_seed(cfg.SEED)
+        set_deterministic(cfg.DETERMINISTIC)
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            if args.model_dir:
+                trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            elif trainer.get_model_names():
+                raise ConfigError(f"--eval-only with trainer {cfg.TRAINER.NAME} needs --model-dir RUN_DIR")
+            if Path(args.model_dir or "") .resolve() != Path(cfg.OUTPUT_DIR).resolve():
+                trainer.write_run_files()
+            trainer.test(cfg.TEST.SPLIT)
+            return 0
+        if args.no_train:
+            logger.info("--no-train: built trainer %s, stopping", cfg.TRAINER.NAME)
+            return 0
+        trainer.train()
+    except expected as e:
+        logger.error("error: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
