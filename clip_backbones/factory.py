@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import time
@@ -14,6 +13,8 @@ import torch
 from huggingface_hub.constants import is_offline_mode
 from open_clip import CLIP, CustomTextCLIP
 from torch import nn
+
+from engine.registry import suggest
 
 from .base import Backbone, Tokenizer
 from .errors import BackboneError
@@ -96,11 +97,26 @@ def build_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone
 
 
 # ------------------------------------------------------------------------------------------------ loaders
-def _create(model_name: str, **kwargs: Any) -> nn.Module:
+class _QuietOpenClip(logging.Filter):
+    """Drop open_clip's root-logger records below ERROR (its "no weights: initialised randomly" warnings are
+    the expected behaviour of the tiny random models, which say so in our own log line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("open_clip" in record.pathname and record.levelno < logging.ERROR)
+
+
+def _create(model_name: str, *, quiet: bool = False, **kwargs: Any) -> nn.Module:
     """``open_clip.create_model`` on the CPU under a private RNG seeded with BUILD_SEED."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(BUILD_SEED)
-        return open_clip.create_model(model_name, device="cpu", **kwargs)
+    quiet_filter = _QuietOpenClip()
+    root = logging.getLogger()
+    if quiet:
+        root.addFilter(quiet_filter)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(BUILD_SEED)
+            return open_clip.create_model(model_name, device="cpu", **kwargs)
+    finally:
+        root.removeFilter(quiet_filter)
 
 
 def _load_hub(model_id: str, name: str) -> tuple[nn.Module, Tokenizer]:
@@ -168,7 +184,7 @@ def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module,
 
     register_tiny_timm_models()
     model_id = f"{LOCAL_DIR_PREFIX}{folder}"
-    model = _create(model_id, pretrained_text=False, **kwargs)
+    model = _create(model_id, quiet=weights_optional and not has_weights, pretrained_text=False, **kwargs)
     return model, open_clip.get_tokenizer(model_id)
 
 
@@ -183,10 +199,7 @@ def _adapter_for(name: str, model: nn.Module) -> type[Backbone]:
 
 
 def _unknown_name_message(name: str) -> str:
-    by_lower = {n.lower(): n for n in BACKBONE_NAMES}
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
-    return (f"unknown backbone {name!r}.{hint} Available: {', '.join(BACKBONE_NAMES)}, "
+    return (f"unknown backbone {name!r}.{suggest(name, list(BACKBONE_NAMES))} Available: {', '.join(BACKBONE_NAMES)}, "
             f"or '{HF_HUB_PREFIX}<org>/<repo>' / '{LOCAL_DIR_PREFIX}<folder>'.")
 
 

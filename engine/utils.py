@@ -34,6 +34,13 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _OpenClipInfoFilter(logging.Filter):
+    """open_clip logs its loading steps at INFO on the root logger; keep only its warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and "open_clip" in record.pathname and record.levelno < logging.WARNING)
+
+
 def setup_logger(output_dir: str | None = None, *, verbose: bool = True) -> None:
     """Log to the console (via tqdm) and, if ``output_dir`` is given, append to ``output_dir/log.txt``."""
     root = logging.getLogger()
@@ -42,7 +49,9 @@ def setup_logger(output_dir: str | None = None, *, verbose: bool = True) -> None
             root.removeHandler(h)
             h.close()
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    quiet = _OpenClipInfoFilter()
     console = TqdmHandler()
+    console.addFilter(quiet)
     console.setFormatter(logging.Formatter("%(message)s"))
     console._ogkd = True  # type: ignore[attr-defined]
     root.addHandler(console)
@@ -50,6 +59,7 @@ def setup_logger(output_dir: str | None = None, *, verbose: bool = True) -> None
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a", encoding="utf-8")
         fh.setFormatter(logging.Formatter(LOG_FORMAT))
+        fh.addFilter(quiet)
         fh._ogkd = True  # type: ignore[attr-defined]
         root.addHandler(fh)
     for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock", "huggingface_hub"):

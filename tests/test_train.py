@@ -190,3 +190,28 @@ def test_unreadable_image_stops_the_run_naming_it(synth_root: Path, tmp_path: Pa
     assert run(root, out) == 1
     assert victim.name in caplog.text
     assert not (out / "metrics.json").exists()
+
+
+def test_best_val_selection_and_seed_zero(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "best"
+    assert run(synth_root, out, seed=0, opts=[*FAST, "TEST.FINAL_MODEL", "best_val"]) == 0
+    assert (out / "prompt_learner" / "model-best.pth.tar").is_file()
+    m = metrics(out)
+    assert m["seed"] == 0  # seed 0 is a real, fixed seed
+    log = (out / "log.txt").read_text()
+    assert "Do evaluation on val set" in log and "new best val accuracy" in log
+    again = tmp_path / "best_again"
+    assert run(synth_root, again, seed=0, opts=[*FAST, "TEST.FINAL_MODEL", "best_val"]) == 0
+    assert metrics(again) == m
+    # eval-only picks model-best for a best_val run
+    ev = tmp_path / "best_eval"
+    assert run(synth_root, ev, "--eval-only", "--model-dir", str(out), seed=0,
+               opts=[*FAST, "TEST.FINAL_MODEL", "best_val"]) == 0
+    assert metrics(ev)["accuracy"] == m["accuracy"]
+
+
+def test_data_loader_workers_keep_runs_reproducible(synth_root: Path, tmp_path: Path) -> None:
+    opts = [*FAST[:6], "DATALOADER.NUM_WORKERS", "2", *FAST[8:]]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(synth_root, a, opts=opts) == 0 and run(synth_root, b, opts=opts) == 0
+    assert metrics(a) == metrics(b)
