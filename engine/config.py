@@ -84,7 +84,7 @@ def _base_defaults() -> CN:
     _C.MODEL.INIT_WEIGHTS = ""
     _C.MODEL.BACKBONE = CN()
     _C.MODEL.BACKBONE.NAME = "BiomedCLIP"  # ours: selects the backbone (Dassl only printed it)
-    _C.MODEL.BACKBONE.PRETRAINED = True
+    _C.MODEL.BACKBONE.PRETRAINED = True  # accepted for Dassl YAML compatibility; named backbones load their weights
     _C.MODEL.HEAD = CN()
     _C.MODEL.HEAD.NAME = ""
     _C.MODEL.HEAD.HIDDEN_LAYERS = ()
@@ -121,9 +121,9 @@ def _base_defaults() -> CN:
     _C.TRAIN.COUNT_ITER = "train_x"
 
     _C.TEST = CN()
-    _C.TEST.EVALUATOR = "Classification"
+    _C.TEST.EVALUATOR = "Classification"  # the only evaluator
     _C.TEST.PER_CLASS_RESULT = False
-    _C.TEST.COMPUTE_CMAT = False
+    _C.TEST.COMPUTE_CMAT = False  # also write confusion_matrix.json next to metrics.json
     _C.TEST.NO_TEST = False
     _C.TEST.SPLIT = "test"
     _C.TEST.FINAL_MODEL = "last_step"  # last_step / best_val
@@ -139,6 +139,7 @@ UNUSED_KEYS = (
     "INPUT.CROP_PADDING",
     "INPUT.CUTOUT_N",
     "INPUT.CUTOUT_LEN",
+    "DATASET.SOURCE_DOMAINS",
     "DATASET.TARGET_DOMAINS",
     "DATASET.NUM_LABELED",
     "DATASET.VAL_PERCENT",
@@ -151,6 +152,9 @@ UNUSED_KEYS = (
     "DATALOADER.TRAIN_U.BATCH_SIZE",
     "DATALOADER.TRAIN_U.N_DOMAIN",
     "DATALOADER.TRAIN_U.N_INS",
+    "DATALOADER.TRAIN_X.SAMPLER",
+    "DATALOADER.TEST.SAMPLER",
+    "MODEL.BACKBONE.PRETRAINED",
     "MODEL.INIT_WEIGHTS",
     "MODEL.HEAD.NAME",
     "MODEL.HEAD.HIDDEN_LAYERS",
@@ -161,6 +165,7 @@ UNUSED_KEYS = (
     "OPTIM.NEW_LAYERS",
     "OPTIM.BASE_LR_MULT",
     "TRAIN.COUNT_ITER",
+    "TEST.EVALUATOR",
 )
 
 # Each trainer module registers a function that adds its TRAINER.<NAME> node (called by get_cfg_default()).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -293,6 +294,10 @@ class DataManager:
         self.tfm_train = build_transform(cfg, self.preprocessing, is_train=True)
         self.tfm_test = build_transform(cfg, self.preprocessing, is_train=False)
         workers = int(cfg.DATALOADER.NUM_WORKERS)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if workers > cpus:
+            logger.info("DATALOADER.NUM_WORKERS %d > %d available CPUs: using %d workers", workers, cpus, cpus)
+            workers = cpus
         self.generator = torch.Generator()
         ds = self.dataset
 

@@ -392,6 +392,9 @@ class TrainerBase:
         res = self.evaluator.evaluate()  # logs Dassl's "=> result" block
         if split != "test":
             return res
+        if self.cfg.TEST.COMPUTE_CMAT:
+            atomic_write_json(self.output_dir / "confusion_matrix.json",
+                              {"classnames": self.classnames, "rows_true_cols_pred": res["confusion_matrix"]})
         self.write_metrics(res, split, wall_time_s if wall_time_s is not None else time.perf_counter() - t0)
         return res
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# a private, empty Hugging Face cache: tests that exercise the hub path fill it with tiny files themselves
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="ogkd-hf-cache-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402

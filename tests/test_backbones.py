@@ -294,3 +294,48 @@ def test_builds_write_nothing_into_the_asset_folders(backbones):
         "tiny-biomedclip": ["config.json", "open_clip_config.json", "tokenizer_config.json", "vocab.txt"],
         "tiny-clip": ["open_clip_config.json"],
     }
+
+
+def _fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path | bytes]) -> None:
+    """Lay out ``repo_id`` in the Hugging Face cache format (refs/main -> snapshots/<rev>/files)."""
+    rev = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(rev)
+    snap = repo / "snapshots" / rev
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, Path):
+            shutil.copy(content, snap / name)
+        else:
+            (snap / name).write_bytes(content)
+
+
+def test_production_biomedclip_id_loads_from_the_hub_cache(backbones):
+    """``BiomedCLIP`` resolves to the real hub id and loads through open_clip's hub path (offline cache here,
+    filled with the tiny model's files under the real repository names)."""
+    from clip_backbones.factory import BIOMEDCLIP_ID
+
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    tiny = backbones["tiny-biomedclip"]
+    assets = TINY_BACKBONES["tiny-biomedclip"]
+    text_repo = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+    cfg = _asset_cfg("tiny-biomedclip")
+    cfg["model_cfg"]["text_cfg"]["hf_model_name"] = text_repo
+    cfg["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = text_repo
+    state = {k: v + 0.01 for k, v in tiny.model.state_dict().items()} | {
+        k: v for k, v in tiny.model.state_dict().items() if not v.is_floating_point()}
+    weights = cache / "weights.bin"
+    torch.save(state, weights)
+    _fake_hub_repo(cache, BIOMEDCLIP_ID.removeprefix("hf-hub:"),
+                   {"open_clip_config.json": json.dumps(cfg).encode(), "open_clip_pytorch_model.bin": weights})
+    _fake_hub_repo(cache, text_repo, {f: assets / f for f in ("config.json", "vocab.txt", "tokenizer_config.json")})
+
+    b = build_backbone("BiomedCLIP")
+    assert b.family == "hf-bert" and b.context_length == 256 and b.name == "BiomedCLIP"
+    assert all(torch.equal(b.model.state_dict()[k], v) for k, v in state.items())
+    tokens = b.tokenize(PROMPTS)
+    assert torch.equal(tokens, tiny.tokenize(PROMPTS))
+    reference = build_backbone("tiny-biomedclip")
+    reference.model.load_state_dict(state)
+    torch.testing.assert_close(b.encode_text(tokens), reference.encode_text(tokens), atol=0, rtol=0)

@@ -137,9 +137,12 @@ def test_zeroshot_runs_without_training(synth_root: Path, tmp_path: Path) -> Non
     zs = ["--trainer", "ZeroshotCLIP", "--dataset-config-file", "configs/datasets/synthmed.yaml",
           "--config-file", "configs/trainers/ZeroshotCLIP/few_shot.yaml"]
     out = tmp_path / "zs"
-    assert run(synth_root, out, base=zs) == 0
+    assert run(synth_root, out, base=zs, opts=[*FAST, "TEST.COMPUTE_CMAT", "True"]) == 0
     m = metrics(out)
     assert m["trainer"] == "ZeroshotCLIP" and m["epochs"] == 0 and m["num_samples"] == 120
+    cmat = json.loads((out / "confusion_matrix.json").read_text())["rows_true_cols_pred"]
+    assert sum(map(sum, cmat)) == 120 and [sum(r) for r in cmat] == [20] * 6
+    assert sum(cmat[i][i] for i in range(6)) == round(m["accuracy"] * 120 / 100)
     assert not any(out.glob("*/model.pth.tar-*"))
     out2 = tmp_path / "zs_eval"
     assert run(synth_root, out2, "--eval-only", base=zs) == 0
