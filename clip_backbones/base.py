@@ -127,7 +127,19 @@ class Backbone(nn.Module, ABC):
         """
         return self._vision.encode(images)
 
+    def set_text_train(self, mode: bool) -> None:
+        """Put only the text tower in train (dropout active) or eval mode; the image tower is untouched.
+
+        OGKD / BiomedCoOp train with BERT dropout on, as released (the whole model was registered there)."""
+        for module in self.text_modules:
+            module.train(mode)
+
     # --------------------------------------------------------------------------- family-specific
+    @property
+    @abstractmethod
+    def text_modules(self) -> list[nn.Module]:
+        """The modules of the text tower (for train / eval switching)."""
+
     @property
     @abstractmethod
     def text_blocks(self) -> nn.ModuleList:

@@ -45,6 +45,10 @@ class HFTextBackbone(Backbone):
         return self.model.text.transformer.get_input_embeddings()
 
     @property
+    def text_modules(self) -> list[nn.Module]:
+        return [self.model.text]
+
+    @property
     def text_blocks(self) -> nn.ModuleList:
         return self.model.text.transformer.encoder.layer
 

@@ -42,6 +42,11 @@ class OpenAIClipBackbone(Backbone):
         return self.model.token_embedding
 
     @property
+    def text_modules(self) -> list[nn.Module]:
+        m = self.model
+        return [m.token_embedding, m.transformer, m.ln_final]
+
+    @property
     def text_blocks(self) -> nn.ModuleList:
         return self.model.transformer.resblocks
 

@@ -5,6 +5,8 @@
     root/SynthMed/split_SynthMed.json        {"train": [[relpath, label, classname], ...], "val": …, "test": …}
     root/SynthMed/SynthMed/<class_folder>/…  images; class folder = classname with " " → "_"
     root/SynthMed/synthmed_info.json         generator parameters (seed, counts), used to detect a mismatch
+    root/SynthMed/prompt_bank.json           {classname: [60 descriptive sentences]}: the teacher prompt bank
+                                             of BiomedCoOp / OGKD for these classes (``synthmed_prompt_bank``)
 
 Six classes are defined by a combination of three attributes (``SYNTHMED_CLASS_SPECS``): an object *shape*
 (round blob, spiky star or none), a *texture* (smooth, stripes, dots, smooth noise) and an *intensity*
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from engine.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ MAX_SIDE = 128
 SPLITS = ("train", "val", "test")
 INFO_FILE = "synthmed_info.json"
 GENERATOR_VERSION = 1  # bump when the rendering changes, so stale folders are detected
+PROMPT_BANK_FILE = "prompt_bank.json"  # root/SynthMed/<this>: the LLM-style prompt bank of the SynthMed classes
+N_BANK_PROMPTS = 60  # sentences per class written to PROMPT_BANK_FILE (BiomedCoOp / OGKD use the first 50)
 
 Shape = Literal["round", "spiky", "none"]
 Texture = Literal["smooth", "stripes", "dots", "noise"]
@@ -90,6 +98,114 @@ FILE_FORMATS: tuple[tuple[str, str], ...] = (
 )
 # File-name stems cycled through; several contain spaces and parentheses.
 NAME_PATTERNS: tuple[str, ...] = ("img_{k:04d}", "scan ({k})", "case {k}", "{folder}_{k:03d}", "IM-{k:04d} (1)")
+
+
+# --------------------------------------------------------------------------------------------- prompt bank
+
+# Phrasings of each attribute value (pairwise disjoint across values, so different classes never share a sentence).
+_OBJECT_PHRASES: dict[str, tuple[str, ...]] = {
+    "round": ("round lesion", "rounded blob", "oval focal lesion", "circular structure", "round, well defined spot"),
+    "spiky": ("spiky mass", "spiculated lesion", "star shaped structure", "jagged focal mass",
+              "lesion with radiating spikes"),
+    "none": ("tissue pattern without a focal lesion", "diffuse tissue", "texture that fills the whole field",
+             "tissue with no distinct object", "widespread tissue pattern"),
+}
+_TEXTURE_ADJECTIVES: dict[str, tuple[str, ...]] = {
+    "smooth": ("smooth", "homogeneous", "featureless", "evenly filled"),
+    "stripes": ("striped", "banded", "streaked", "fibrous, striated"),
+    "dots": ("dotted", "granular", "speckled", "punctate"),
+    "noise": ("mottled", "blotchy", "grainy, irregular", "faintly noisy"),
+}
+_TEXTURE_NOUNS: dict[str, tuple[str, ...]] = {
+    "smooth": ("a smooth texture", "a homogeneous interior", "no internal pattern", "an even, uniform fill"),
+    "stripes": ("parallel stripes", "oriented bands", "linear streaks", "a fibrous striped pattern"),
+    "dots": ("many small dots", "a granular pattern", "scattered specks", "fine punctate spots"),
+    "noise": ("a mottled texture", "irregular blotches", "soft random mottling", "a faint grainy pattern"),
+}
+_INTENSITY_ADJECTIVES: dict[str, tuple[str, ...]] = {
+    "dark": ("dark", "hypointense", "low intensity", "darker than the background"),
+    "medium": ("medium gray", "isointense", "intermediate intensity", "mid gray"),
+    "bright": ("bright", "hyperintense", "high intensity", "brighter than the background"),
+}
+_INTENSITY_PHRASES: dict[str, tuple[str, ...]] = {
+    "dark": ("low intensity", "a dark appearance", "low signal", "reduced brightness"),
+    "medium": ("medium intensity", "an intensity close to the background", "intermediate signal",
+               "moderate brightness"),
+    "bright": ("high intensity", "a bright appearance", "high signal", "increased brightness"),
+}
+_MODALITIES: tuple[str, ...] = ("scan", "image", "synthetic scan", "grayscale image", "medical image", "slide",
+                                "picture")
+# Each template names the class or states all three attributes (obj holds the shape, tex/texn the texture,
+# inten/intp the intensity), so sentences of different classes always differ.
+_BANK_TEMPLATES: tuple[str, ...] = (
+    "a {mod} showing a {inten} {obj} with {texn}.",
+    "a {mod} of {name}.",
+    "{name}: a {inten} {obj} with {texn}, seen in a {mod}.",
+    "a {mod} with a {tex} {obj} of {intp}.",
+    "this {mod} shows {name}, which appears as a {inten} {obj}.",
+    "an example of {name} on a {mod}, with {texn} and {intp}.",
+    "a {mod} in which a {obj} appears {inten} and {tex}.",
+    "a {tex}, {inten} {obj} is visible in this {mod}.",
+    "a {mod} of {name} with {texn}.",
+    "the {mod} shows {intp} and {texn} in a {obj}.",
+    "{name} on a {mod}: {texn}, {intp}.",
+    "a close up {mod} of a {obj} with {intp} and {texn}.",
+)
+_BANK_STRIDE = 7919  # prime step through the phrase combinations (coprime with their count), so neighbours differ
+
+
+def _with_articles(sentence: str) -> str:
+    """Turn "a" into "an" before a vowel."""
+    return re.sub(r"\ba (?=[aeiou])", "an ", sentence)
+
+
+def _class_sentences(spec: SynthClassSpec, n: int, offset: int) -> list[str]:
+    slots = {
+        "tmpl": _BANK_TEMPLATES,
+        "mod": _MODALITIES,
+        "obj": _OBJECT_PHRASES[spec.shape],
+        "tex": _TEXTURE_ADJECTIVES[spec.texture],
+        "texn": _TEXTURE_NOUNS[spec.texture],
+        "inten": _INTENSITY_ADJECTIVES[spec.intensity],
+        "intp": _INTENSITY_PHRASES[spec.intensity],
+    }
+    sizes = [len(v) for v in slots.values()]
+    total = math.prod(sizes)
+    stride = _BANK_STRIDE
+    while math.gcd(stride, total) != 1:
+        stride += 2
+    sentences: list[str] = []
+    seen: set[str] = set()
+    for k in range(total):  # a fixed permutation of all combinations; the first n distinct sentences are kept
+        index = (k * stride + offset) % total
+        choice = {}
+        for key, options in slots.items():
+            index, digit = divmod(index, len(options))
+            choice[key] = options[digit]
+        sentence = _with_articles(choice.pop("tmpl").format(name=spec.name, **choice))
+        if sentence not in seen:
+            seen.add(sentence)
+            sentences.append(sentence)
+            if len(sentences) == n:
+                return sentences
+    raise ValueError(f"SynthMed class {spec.name!r} has only {len(sentences)} distinct prompt sentences; "
+                     f"{n} were requested")
+
+
+def synthmed_prompt_bank(n: int = N_BANK_PROMPTS) -> dict[str, list[str]]:
+    """A deterministic prompt bank ``{classname: [n distinct sentences]}`` for the SynthMed classes.
+
+    Sentences are built from each class's attributes (shape, texture, intensity) with several templates,
+    phrasings and modality words, in the style of BiomedCoOp's LLM prompts (lowercase ASCII, basic
+    punctuation). All sentences of a class are distinct and no sentence is shared by two classes.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"sentences per class must be an integer ≥ 1, got {n!r}")
+    return {spec.name: _class_sentences(spec, n, offset=label) for label, spec in enumerate(SYNTHMED_CLASS_SPECS)}
+
+
+def _bank_json() -> str:
+    return json.dumps(synthmed_prompt_bank(), indent=2) + "\n"
 
 
 def class_folder(classname: str) -> str:
@@ -306,6 +422,7 @@ def _generate(out_dir: Path, seed: int, counts: dict[str, int]) -> None:
     info = {"generator": __name__, "version": GENERATOR_VERSION, "seed": seed}
     info.update({f"n_{s}": counts[s] for s in SPLITS})
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=4, sort_keys=True))
+    (out_dir / PROMPT_BANK_FILE).write_text(_bank_json())
 
 
 def make_synthmed(
@@ -356,7 +473,14 @@ def make_synthmed(
                     f"{dataset_dir} was generated with {found}, not the requested {expected}; "
                     f"pass force=True (--force) to regenerate"
                 )
-        logger.info("%s already exists with a valid split file; nothing to do (force=True regenerates)", dataset_dir)
+        bank_path = dataset_dir / PROMPT_BANK_FILE
+        if not bank_path.is_file():
+            atomic_write_text(bank_path, _bank_json())
+            logger.info("%s already exists with a valid split file; wrote the missing %s", dataset_dir,
+                        PROMPT_BANK_FILE)
+        else:
+            logger.info("%s already exists with a valid split file; nothing to do (force=True regenerates)",
+                        dataset_dir)
         return dataset_dir
 
     root.mkdir(parents=True, exist_ok=True)

@@ -86,19 +86,25 @@ def sample_few_shot(items: Sequence[Datum], num_shots: int, *, split: str, seed:
     return out
 
 
+def select_labels(labels: Sequence[int], subsample: str) -> list[int]:
+    """The label ids kept by ``subsample``: all, base (first ceil(n/2) sorted ids) or new (the rest)."""
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
+    labels = sorted(set(labels))
+    m = math.ceil(len(labels) / 2)
+    selected = {"all": labels, "base": labels[:m], "new": labels[m:]}[subsample]
+    if not selected:
+        raise DatasetError(f"SUBSAMPLE_CLASSES={subsample}: no {subsample} classes among {len(labels)} classes")
+    return selected
+
+
 def subsample_classes(*splits: list[Datum], subsample: str = "all") -> tuple[list[Datum], ...]:
     """Keep the base (first ceil(n/2) sorted labels) or new (the rest) classes and relabel them 0.. (SPEC §3.2).
 
     The label set is read from the first split (the training list)."""
-    if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
+    selected = select_labels([d.label for d in splits[0]], subsample)
     if subsample == "all":
         return splits
-    labels = sorted({d.label for d in splits[0]})
-    m = math.ceil(len(labels) / 2)
-    selected = labels[:m] if subsample == "base" else labels[m:]
-    if not selected:
-        raise DatasetError(f"SUBSAMPLE_CLASSES={subsample}: no {subsample} classes among {len(labels)} classes")
     relabel = {old: new for new, old in enumerate(selected)}
     return tuple(
         [Datum(d.impath, relabel[d.label], d.classname, d.domain) for d in split if d.label in relabel]
@@ -113,7 +119,8 @@ class DatasetBase:
     """Train / val / test lists of :class:`Datum` with Dassl's derived attributes.
 
     ``classnames`` / ``lab2cname`` come from the label ids (the label order is the label-id order);
-    ``num_classes`` is the number of distinct labels in the training list.
+    ``num_classes`` is the number of distinct labels in the training list. After :meth:`apply_protocol`,
+    ``classnames_all`` is the full label space and ``label_ids_in_all[i]`` the full label id of class i.
     """
 
     dataset_dir: str = ""  # set by subclasses: the folder holding the images
@@ -142,6 +149,8 @@ class DatasetBase:
     def apply_protocol(self, num_shots: int, seed: int, subsample: str) -> None:
         """Few-shot subsets (train: K, val: min(K, 4) per class) then base/new subsampling, in Dassl's order."""
         train, val, test = self.train_x, self.val, self.test
+        self.classnames_all = list(self.classnames)  # the label space before base/new subsampling
+        self.label_ids_in_all = select_labels([d.label for d in train], subsample)  # current label → full label
         if num_shots >= 1:
             train = sample_few_shot(train, num_shots, split="train", seed=seed)
             val = sample_few_shot(val, min(num_shots, FEWSHOT_MAX_VAL), split="val", seed=seed)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Offline demo on the embedded default: generate SynthMed (if absent), run zero-shot and CoOp few-shot with the
+# Offline demo on the embedded default: generate SynthMed (if absent), run zero-shot, CoOp, BiomedCoOp and OGKD with the
 # tiny random BiomedCLIP-architecture backbone on the CPU, then print a results table from the metrics.json files.
 #
-#   bash scripts/demo.sh [--trainers "ZeroshotCLIP CoOp"]
+#   bash scripts/demo.sh [--trainers "ZeroshotCLIP CoOp BiomedCoOp OGKD"]
 #
 # Knobs (environment): DATA_ROOT (data), OUTPUT_ROOT (output/demo), BACKBONE (tiny-biomedclip), SHOTS (8),
 # SEEDS ("1 2"), EPOCHS (20), WORKERS (2). The tiny backbone is randomly initialised: its numbers only show
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TRAINERS=${TRAINERS:-"ZeroshotCLIP CoOp"}
+TRAINERS=${TRAINERS:-"ZeroshotCLIP CoOp BiomedCoOp OGKD"}
 while [ $# -gt 0 ]; do
   case "$1" in
     --trainers) TRAINERS="$2"; shift 2 ;;

@@ -19,8 +19,9 @@ def test_demo_runs_offline_and_prints_a_table(synth_root: Path, tmp_path: Path) 
     proc = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| SynthMed  | CoOp" in proc.stdout and "| SynthMed  | ZeroshotCLIP" in proc.stdout
-    for trainer in ("CoOp", "ZeroshotCLIP"):
+    trainers = ("BiomedCoOp", "CoOp", "OGKD", "ZeroshotCLIP")
+    assert all(f"| SynthMed  | {t}" in proc.stdout for t in trainers)
+    for trainer in trainers:
         m = json.loads((tmp_path / "demo" / "synthmed" / trainer / "shots2" / "seed1" / "metrics.json").read_text())
         assert m["backbone"] == "tiny-biomedclip" and m["trainer"] == trainer
     assert (tmp_path / "demo" / "summary.csv").is_file()

@@ -22,13 +22,16 @@ from datasets.synthetic import (
     N_TEST_PER_CLASS,
     N_TRAIN_PER_CLASS,
     N_VAL_PER_CLASS,
+    PROMPT_BANK_FILE,
     SYNTHMED_ATTRIBUTES,
     SYNTHMED_CLASS_SPECS,
     SYNTHMED_CLASSES,
     class_folder,
     is_valid_synthmed,
     make_synthmed,
+    synthmed_prompt_bank,
 )
+from trainers.teacher import load_prompt_bank
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "make_synthetic_data.py"
@@ -133,6 +136,8 @@ def test_same_seed_is_identical_and_other_seed_differs(tmp_path: Path) -> None:
     c = make_synthmed(tmp_path / "c", seed=8, **SMALL)
     split_file = f"split_{DATASET_NAME}.json"
     assert (a / split_file).read_bytes() == (b / split_file).read_bytes()
+    banks = {(d / PROMPT_BANK_FILE).read_bytes() for d in (a, b, c)}
+    assert len(banks) == 1, "the prompt bank depends on the classes only"
     pa, pb, pc = _pixels(a), _pixels(b), _pixels(c)
     assert pa.keys() == pb.keys()
     assert all(np.array_equal(pa[k], pb[k]) for k in pa)
@@ -209,3 +214,47 @@ def test_script_main_idempotence_and_force(tmp_path: Path, capsys: pytest.Captur
     assert script.main([*args, "--force"]) == 0
     assert "wrote 6 classes" in capsys.readouterr().out
     assert not marker.exists()
+
+
+def test_prompt_bank_written_with_the_data(synth: Path) -> None:
+    bank_path = synth / PROMPT_BANK_FILE
+    assert PROMPT_BANK_FILE == "prompt_bank.json" and bank_path.is_file()
+    bank = load_prompt_bank(bank_path)
+    assert list(bank) == SYNTHMED_CLASSES
+    assert bank == synthmed_prompt_bank()
+    for name, sentences in bank.items():
+        assert len(sentences) >= 50 and len(set(sentences)) == len(sentences), name
+        for sentence in sentences:
+            assert re.fullmatch(r"[a-z0-9 .,:;'()/-]+", sentence), sentence
+            assert sentence == " ".join(sentence.split()) and sentence.endswith(".")
+    every = [s for sentences in bank.values() for s in sentences]
+    assert len(set(every)) == len(every), "no sentence may be shared by two classes"
+    # Sentences describe the class: its name or its attributes appear in many of them.
+    stripes = bank["striped fibrous tissue"]
+    assert sum("striped fibrous tissue" in s for s in stripes) >= 5
+    assert sum(any(w in s for w in ("stripe", "band", "streak", "striat")) for s in stripes) >= 30
+
+
+def test_prompt_bank_is_deterministic() -> None:
+    assert synthmed_prompt_bank() == synthmed_prompt_bank()
+    assert [len(v) for v in synthmed_prompt_bank(100).values()] == [100] * 6
+    small = synthmed_prompt_bank(5)
+    assert all(small[k] == v[:5] for k, v in synthmed_prompt_bank().items())
+    with pytest.raises(ValueError, match="≥ 1"):
+        synthmed_prompt_bank(0)
+    with pytest.raises(ValueError, match="distinct prompt sentences"):
+        synthmed_prompt_bank(10**6)
+
+
+def test_missing_prompt_bank_is_added_without_regenerating(tmp_path: Path) -> None:
+    ds = make_synthmed(tmp_path, seed=1, **SMALL)
+    bank_bytes = (ds / PROMPT_BANK_FILE).read_bytes()
+    (ds / PROMPT_BANK_FILE).unlink()
+    sentinel = ds / DATASET_NAME / "marker.txt"
+    sentinel.write_text("kept")
+    first = _split(ds)["train"][0][0]
+    mtime = (ds / DATASET_NAME / first).stat().st_mtime_ns
+    assert make_synthmed(tmp_path, seed=1, **SMALL) == ds
+    assert (ds / PROMPT_BANK_FILE).read_bytes() == bank_bytes
+    assert sentinel.is_file() and (ds / DATASET_NAME / first).stat().st_mtime_ns == mtime
+    assert not list(ds.glob(".*.tmp"))

@@ -1,5 +1,5 @@
 """Trainers. Importing this package registers every trainer (and its TRAINER.<NAME> config node)."""
 
-from trainers import coop, zeroshot  # noqa: F401
+from trainers import biomedcoop, coop, ogkd, zeroshot  # noqa: F401
 
-__all__ = ["coop", "zeroshot"]
+__all__ = ["biomedcoop", "coop", "ogkd", "zeroshot"]
