@@ -342,3 +342,15 @@ def test_selection_ignores_autocast_and_half_inputs() -> None:
     assert scores.dtype == torch.float32
     torch.testing.assert_close(scores, ref)
     assert prompt_scores(feats.bfloat16(), bank.bfloat16(), 30.0).dtype == torch.float32
+
+
+def test_module_with_string_concatenation_parses_without_running(tmp_path: Path) -> None:
+    from trainers.teacher import parse_prompt_module
+
+    marker = tmp_path / "ran"
+    text = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n"
+            "BIOMEDCOOP_TEMPLATES = {\n  'normal brain': ['a scan ' + 'of a healthy brain.', 'clear' ' image.'],\n}\n")
+    assert parse_prompt_module(text, "m.py") == {"normal brain": ["a scan of a healthy brain.", "clear image."]}
+    assert not marker.exists()
+    with pytest.raises(PromptBankError, match="only strings"):
+        parse_prompt_module("PROMPT_TEMPLATES = {'a': ['x' + 1]}\n", "m.py")

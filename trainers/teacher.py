@@ -110,9 +110,26 @@ def _assigned_dicts(tree: ast.Module) -> list[tuple[str, ast.Dict]]:
     return found
 
 
+def _literal(node: ast.AST) -> Any:
+    """``ast.literal_eval`` plus string concatenation with ``+`` (``"a " + "b"``), which some hand-written
+    prompt modules use; still nothing is executed."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _literal(node.left), _literal(node.right)
+        if isinstance(left, str) and isinstance(right, str):
+            return left + right
+        raise ValueError(f"only strings can be concatenated in a prompt bank (line {node.lineno})")
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ValueError(f"'**' unpacking is not supported in a prompt bank (line {node.lineno})")
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    return ast.literal_eval(node)
+
+
 def _is_bank_literal(node: ast.Dict) -> bool:
     try:
-        value = ast.literal_eval(node)
+        value = _literal(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False
     return bool(value) and all(
@@ -160,7 +177,7 @@ def parse_prompt_module(text: str, source: str) -> dict[str, list[str]]:
         chosen = candidates[-1]
     name, node = chosen
     try:
-        value = ast.literal_eval(node)
+        value = _literal(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
         raise PromptBankError(
             f"prompt bank {source}: {name} (line {node.lineno}) is not a plain literal ({err}); only strings, "
