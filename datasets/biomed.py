@@ -75,7 +75,6 @@ class BiomedDataset(DatasetBase):
             )
         splits = read_split_file(split_path, Path(self.dataset_dir))
         super().__init__(splits["train"], splits["val"], splits["test"])
-        if self.num_classes != info.num_classes:
-            logger.warning(
-                "%s: split file has %d classes, the catalogue says %d", info.name, self.num_classes, info.num_classes
-            )
+        if info.classnames and tuple(self.classnames) != info.classnames:
+            logger.warning("%s: the split file's classes %s differ from the catalogue's %s (using the split file's)",
+                           info.name, self.classnames, list(info.classnames))

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Few-shot grid: every dataset × trainer × shots × seed, then the summary tables.
+#
+#   bash scripts/run_fewshot.sh [--datasets btmri covid …] [--keep-going]
+#
+# Datasets: lower-case names (default: the 11 benchmark datasets). Environment knobs:
+#   DATA_ROOT (data)  OUTPUT_ROOT (output)  TRAINERS ("OGKD")  SHOTS ("1 2 4 8 16")  SEEDS ("1 2 3")
+#   BACKBONE (BiomedCLIP)  EXTRA (extra KEY VALUE config pairs, e.g. "OPTIM.MAX_EPOCH 10")  PYTHON (python)
+# Trainer config: configs/trainers/<T>/few_shot/<dataset>.yaml, else configs/trainers/<T>/few_shot.yaml.
+# Runs land in OUTPUT_ROOT/few_shot/<dataset>/<trainer>/shots<K>/seed<S>/. A run whose metrics.json exists is
+# skipped; an interrupted one resumes from its last epoch. The first failure stops the grid (its log's last lines
+# are shown) unless --keep-going. At the end: python scripts/summarize.py OUTPUT_ROOT/few_shot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_grid.sh
+SHOTS=${SHOTS:-"1 2 4 8 16"}
+grid_parse_args "$@"
+[ ${#DATASETS[@]} -gt 0 ] || read -r -a DATASETS <<< "$(grid_default_datasets few_shot)"
+grid_check few_shot
+
+for ds in "${DATASETS[@]}"; do
+  for t in $TRAINERS; do
+    config=$(grid_trainer_config "$t" few_shot "$ds")
+    for k in $SHOTS; do
+      for s in $SEEDS; do
+        grid_run "$ds $t shots$k seed$s" "$OUTPUT_ROOT/few_shot/$ds/$t/shots$k/seed$s" \
+          --seed "$s" --trainer "$t" --dataset-config-file "configs/datasets/$ds.yaml" --config-file "$config" \
+          DATASET.NUM_SHOTS "$k" || true
+      done
+    done
+  done
+done
+grid_finish "$OUTPUT_ROOT/few_shot"

@@ -1,0 +1,75 @@
+"""scripts/run_fewshot.sh and scripts/run_base2novel.sh end to end on SynthMed (tiny backbone, one epoch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def grid(script: str, data: Path, out: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "DATA_ROOT": str(data), "OUTPUT_ROOT": str(out), "BACKBONE": "tiny-biomedclip",
+                "EXTRA": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0", **env}
+    return subprocess.run(["bash", f"scripts/{script}", "--datasets", "synthmed", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _mtimes(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in root.rglob("metrics.json")}
+
+
+def test_fewshot_grid_then_nothing_to_redo(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = grid("run_fewshot.sh", synth_root, out, SHOTS="1 2", SEEDS="1 2", TRAINERS="CoOp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.json"))
+    assert runs == [f"few_shot/synthmed/CoOp/shots{k}/seed{s}" for k in (1, 2) for s in (1, 2)]
+    m = json.loads((out / "few_shot/synthmed/CoOp/shots2/seed2/metrics.json").read_text())
+    assert (m["shots"], m["seed"], m["epochs"], m["backbone"]) == (2, 2, 1, "tiny-biomedclip")
+    assert "4 done, 0 already complete, 0 failed" in proc.stdout
+    assert (out / "few_shot" / "summary.md").is_file() and "SynthMed" in proc.stdout
+    before = _mtimes(out)
+    again = grid("run_fewshot.sh", synth_root, out, SHOTS="1 2", SEEDS="1 2", TRAINERS="CoOp")
+    assert again.returncode == 0, again.stderr
+    assert "0 done, 4 already complete" in again.stdout and "\nrun " not in again.stdout
+    assert _mtimes(out) == before
+
+
+def test_base2novel_grid_then_nothing_to_redo(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = grid("run_base2novel.sh", synth_root, out, SEEDS="1", TRAINERS="CoOp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = out / "base_to_novel/synthmed/CoOp/shots16/seed1"
+    base, new = (json.loads((run / h / "metrics.json").read_text()) for h in ("base", "new"))
+    assert (base["subsample"], new["subsample"]) == ("base", "new")
+    assert list(base["per_class_accuracy"]) == ["round cyst lesion", "spiculated mass lesion", "striped fibrous tissue"]
+    assert list(new["per_class_accuracy"]) == ["dotted granular tissue", "bright calcified nodule",
+                                               "normal background tissue"]
+    assert "loaded prompt_learner from" in (run / "new" / "log.txt").read_text()  # the base checkpoint
+    assert not any((run / "new").glob("prompt_learner/*"))
+    before = _mtimes(out)
+    again = grid("run_base2novel.sh", synth_root, out, SEEDS="1", TRAINERS="CoOp")
+    assert again.returncode == 0 and "0 done, 2 already complete" in again.stdout
+    assert _mtimes(out) == before
+
+
+def test_first_failure_stops_with_log_tail_unless_keep_going(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    bad = {"SHOTS": "1", "SEEDS": "1 2", "TRAINERS": "CoOp", "EXTRA": "OPTIM.MAX_EPOCHS 1"}
+    proc = grid("run_fewshot.sh", synth_root, out, **bad)
+    assert proc.returncode == 1
+    assert "FAILED synthmed CoOp shots1 seed1" in proc.stderr and "Did you mean 'OPTIM.MAX_EPOCH'" in proc.stderr
+    assert "seed2" not in proc.stdout + proc.stderr and not list(out.rglob("metrics.json"))
+    proc = grid("run_fewshot.sh", synth_root, out, "--keep-going", **bad)
+    assert proc.returncode == 1 and proc.stderr.count("FAILED") == 2
+
+
+def test_unknown_dataset_or_trainer_fails_fast(synth_root: Path, tmp_path: Path) -> None:
+    proc = grid("run_fewshot.sh", synth_root, tmp_path, TRAINERS="NoSuchTrainer")
+    assert proc.returncode == 2 and "no config for trainer 'NoSuchTrainer'" in proc.stderr
+    proc = subprocess.run(["bash", "scripts/run_base2novel.sh", "--datasets", "covidd"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no configs/datasets/covidd.yaml" in proc.stderr
