@@ -23,8 +23,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -166,6 +167,34 @@ def _fetch_drive(info: DatasetInfo, downloads: Path) -> Path:
     return Path(path)
 
 
+_UNREACHABLE: dict[str, str] = {}  # source → reason, once a connection-level failure showed it is unreachable
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """A failure to reach the host at all (DNS, refused, unreachable) anywhere in the exception chain."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (socket.gaierror, ConnectionError)) or "ConnectError" in type(cur).__name__ \
+                or "ConnectionError" in type(cur).__name__:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _attempt(source: str, fetch: Callable[[], Path]) -> Path:
+    """Run ``fetch`` unless ``source`` proved unreachable earlier in this process (then fail at once)."""
+    if source in _UNREACHABLE:
+        raise DownloadError(f"{_UNREACHABLE[source]} (unreachable earlier in this run; not retried)")
+    try:
+        return fetch()
+    except Exception as err:
+        if _is_connection_error(err):
+            _UNREACHABLE[source] = short_reason(err)
+        raise
+
+
 def fetch_archive(info: DatasetInfo, root: str | Path, *, source: Source = "hf") -> Path:
     """Download ``info``'s archive and return its path.
 
@@ -182,15 +211,15 @@ def fetch_archive(info: DatasetInfo, root: str | Path, *, source: Source = "hf")
     if source == "hf" and info.hf_file:
         logger.info("%s: downloading %s from the Hugging Face hub (%s)", info.name, info.hf_file, HF_DATASET_REPO)
         try:
-            return _fetch_hub(info)
+            return _attempt("hf", lambda: _fetch_hub(info))
         except Exception as err:  # noqa: BLE001 - any hub / network failure means "try the mirror"
-            reasons.append(f"hub: {short_reason(err)}")
+            reasons.append(f"hub: {err if isinstance(err, DownloadError) else short_reason(err)}")
             if info.gdrive_id:
                 logger.warning("%s: Hugging Face hub unavailable (%s); falling back to Google Drive", info.name,
                                short_reason(err))
     if info.gdrive_id:
         try:
-            return _fetch_drive(info, downloads)
+            return _attempt("gdrive", lambda: _fetch_drive(info, downloads))
         except DownloadError as err:
             reasons.append(f"drive: {err}")
         except Exception as err:  # noqa: BLE001 - gdown raises requests / its own / OS errors

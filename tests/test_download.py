@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import datasets.download as dl  # noqa: E402
 from datasets.biomed import read_split_file  # noqa: E402
 from datasets.catalogue import get_info  # noqa: E402
 from datasets.download import (  # noqa: E402
@@ -96,6 +97,7 @@ class FakeNet:
         self.drive_error: Exception | None = None
         self.hub_calls: list[dict] = []
         self.drive_calls: list[dict] = []
+        monkeypatch.setattr(dl, "_UNREACHABLE", {})  # each test starts with every source reachable
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", self.hf_hub_download)
         monkeypatch.setattr(gdown, "download", self.gdown_download)
 
@@ -243,7 +245,6 @@ def test_check_on_a_good_and_a_broken_tree(net: FakeNet, root: Path, capsys: pyt
 
 def test_verify_shows_a_bar_on_large_datasets_and_warns_on_classes(
         net: FakeNet, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasets.download as dl
 
     _serve(net)
     assert _run(capsys, "--root", str(root), "--datasets", "btmri")[0] == 0
@@ -331,3 +332,15 @@ def test_short_reason_is_one_line_with_the_root_cause() -> None:
     except RuntimeError as err:
         assert short_reason(err) == "OSError: [Errno -2] Name or service not known"
     assert short_reason(ValueError("see https://huggingface.co/a/b: x\ny")) == "ValueError: see huggingface.co: x"
+
+
+def test_an_unreachable_host_is_not_retried_for_every_dataset(
+        net: FakeNet, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    net.hub_error = ConnectionError("hub down")
+    net.drive_error = socket.gaierror(-2, "Name or service not known")
+    rc, out, err = _run(capsys, "--root", str(root), "--datasets", "btmri", "busi", "covid")
+    assert rc == 1
+    assert len(net.hub_calls) == 1 and len(net.drive_calls) == 1  # later datasets fail at once
+    assert err.count("download failed") == 3 and "unreachable earlier in this run" in err
