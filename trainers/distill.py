@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,11 +24,16 @@ from torch.nn import functional as F
 
 from trainers.base import PromptTrainer
 from trainers.prompt_learner import text_features
-from trainers.teacher import _select_prompts, encode_prompt_bank, load_prompt_bank, selected_teacher
+from trainers.teacher import (
+    _select_prompts,
+    encode_prompt_bank,
+    load_prompt_bank,
+    resolve_bank_path,
+    selected_teacher,
+)
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 INIT_N_CTX = 4  # BiomedCoOp / OGKD use CTX_INIT only when N_CTX == 4 (else N(0, 0.02²))
 
 
@@ -45,14 +49,6 @@ class DistillBatch:
     scale: torch.Tensor  # logit scale s
     z_s: torch.Tensor  # [B, C] student logits
     z_t: torch.Tensor  # [B, C] teacher logits
-
-
-def resolve_bank_path(value: str, dataset_root: str) -> Path:
-    """``{root}`` → DATASET.ROOT; a relative path is taken from the working directory, else the repository."""
-    path = Path(value.replace("{root}", dataset_root)).expanduser()
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
-        return REPO_ROOT / path
-    return path
 
 
 class DistillPromptTrainer(PromptTrainer):

@@ -203,6 +203,16 @@ def parse_prompt_json(text: str, source: str) -> dict[str, list[str]]:
     return validate_prompt_bank(obj, source)
 
 
+def resolve_bank_path(value: str, dataset_root: str) -> Path:
+    """A ``PROMPT_BANK`` config value as a path: ``{root}`` → DATASET.ROOT; a relative path is taken from the
+    working directory, else from the repository root."""
+    path = Path(value.replace("{root}", dataset_root)).expanduser()
+    repo = DEFAULT_PROMPT_BANK.parents[1]
+    if not path.is_absolute() and not path.exists() and (repo / path).exists():
+        return repo / path
+    return path
+
+
 def load_prompt_bank(path: str | Path) -> dict[str, list[str]]:
     """Load a prompt bank ``{classname: [sentences]}`` from JSON or from a released Python module.
 
