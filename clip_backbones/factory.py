@@ -57,8 +57,12 @@ def available_backbones() -> list[str]:
     return list(BACKBONE_NAMES)
 
 
-def build_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone:
+def build_backbone(name: str | Any, *, device: torch.device | str | None = None) -> Backbone:
     """Build a frozen backbone (``requires_grad`` False everywhere, eval mode) on ``device``.
+
+    ``name`` is a backbone name, or a config (anything with ``MODEL.BACKBONE.NAME``, e.g. the yacs config of a
+    run): then the name is read from it and, unless ``device`` is given, the device is CUDA when ``USE_CUDA`` is
+    set and CUDA is available, else the CPU. With a plain name the default device is the CPU.
 
     ``name`` is resolved in this order:
       - ``"BiomedCLIP"`` -> ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``;
@@ -73,6 +77,12 @@ def build_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone
     Raises:
         BackboneError: unknown name, missing local files, hub unreachable, or an unsupported model family.
     """
+    if not isinstance(name, str):
+        cfg = name
+        name = cfg.MODEL.BACKBONE.NAME
+        if device is None:
+            device = "cuda" if getattr(cfg, "USE_CUDA", False) and torch.cuda.is_available() else "cpu"
+    device = device if device is not None else "cpu"
     start = time.perf_counter()
     if name in NAMED_BACKBONES:
         model, tokenizer = _load_hub(NAMED_BACKBONES[name], name)

@@ -339,3 +339,15 @@ def test_production_biomedclip_id_loads_from_the_hub_cache(backbones):
     reference = build_backbone("tiny-biomedclip")
     reference.model.load_state_dict(state)
     torch.testing.assert_close(b.encode_text(tokens), reference.encode_text(tokens), atol=0, rtol=0)
+
+
+def test_build_from_a_run_config(backbones):
+    from engine.config import get_cfg_default, merge_from_list
+
+    cfg = get_cfg_default()
+    merge_from_list(cfg, ["MODEL.BACKBONE.NAME", "tiny-clip", "USE_CUDA", "False"])
+    b = build_backbone(cfg)
+    assert b.name == "tiny-clip" and b.family == "openai-clip"
+    assert next(b.parameters()).device.type == "cpu"
+    tokens = b.tokenize(PROMPTS)
+    torch.testing.assert_close(b.encode_text(tokens), backbones["tiny-clip"].encode_text(tokens), atol=0, rtol=0)
