@@ -427,7 +427,7 @@ class TrainerBase:
             "seed": int(cfg.SEED),
             "shots": int(cfg.DATASET.NUM_SHOTS),
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "epochs": int(cfg.OPTIM.MAX_EPOCH) if self._models else 0,
+            "epochs": int(self.max_epoch) if self._models else 0,
             "wall_time_s": round(float(wall_time_s), 3),
             "versions": package_versions(),
             "git_commit": git_commit(),

@@ -3,7 +3,9 @@
 Prior t_c^zs = normalize(enc("a photo of a <class>.")), computed once when training starts.
 Loss = CE(z, y) + W·(1 − (1/C) Σ_c cos(t_c, t_c^zs)). Learned: ``ctx`` only. The context is always
 initialised from "a photo of a", whatever CTX_INIT says (as released; a differing CTX_INIT is logged).
-The release also builds frozen, unused bias / meta-net / adapter tensors; they are not created here.
+
+Deviation from the BiomedCoOp release: none in the method; the frozen, unused bias / meta-net / adapter tensors
+the release builds are not created.
 """
 
 from __future__ import annotations

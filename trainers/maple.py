@@ -20,13 +20,16 @@ Mapping onto the towers (layer-by-layer re-implementations of the models' own fo
   (BiomedCLIP's norm_pre is the identity, so there it is SPEC §1.8's order exactly). Pooling never sees the
   prompt tokens (they are dropped before it).
 
-Not in the BiomedCoOp / OGKD releases: the BiomedCLIP hyper-parameters are MaPLe's CLIP defaults (n_ctx 2, J 9,
-SGD 0.0035, batch 4, 5 epochs) with fp32 and no flip, an assumption (SPEC §1.8). J is capped at the depth of the
-shallower tower.
+Deviation from the BiomedCoOp release: none possible — MaPLe is not in the BiomedCoOp / OGKD releases; the
+BiomedCLIP hyper-parameters are MaPLe's CLIP defaults (n_ctx 2, J 9, SGD 0.0035, batch 4, 5 epochs) with fp32
+instead of fp16 and no random flip, an assumption (SPEC §1.8). Against MaPLe's own code: J is capped at the depth
+of the shallower tower (logged), and N_CTX larger than CTX_INIT's token count is an error (MaPLe silently switched
+to a random init when N_CTX > 4).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -111,8 +114,9 @@ class MultiModalPromptLearner(nn.Module):
         self.compound_prompts_text = nn.ParameterList(
             [nn.Parameter(torch.empty(n_ctx, t_width, device=device).normal_(0.0, init_std))
              for _ in range(depth - 1)])
-        self.compound_prompt_projections = nn.ModuleList(
-            [nn.Linear(t_width, v_width).to(device) for _ in range(depth - 1)])
+        # as released: F_1 … F_{J-1} start as copies of one randomly initialised Linear (F_0 has its own init)
+        single = nn.Linear(t_width, v_width).to(device)
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single) for _ in range(depth - 1)])
 
         names = [clean_classname(c) for c in classnames]
         tokens = backbone.tokenize([f"{prefix_text} {n}." for n in names]).to(device)
@@ -138,11 +142,22 @@ class MultiModalPromptLearner(nn.Module):
 
 
 def _replace(x: torch.Tensor, start: int, prompt: torch.Tensor) -> torch.Tensor:
-    """x [N, L, W] with positions start … start+len(prompt) replaced by ``prompt`` [n, W] (out of place)."""
-    n = prompt.shape[0]
-    end = x.shape[1] + start if start < 0 else start + n
+    """x [B, L, W] with positions start … start+n replaced by ``prompt`` [n, W] (out of place; start < 0 counts
+    from the end)."""
+    start = start + x.shape[1] if start < 0 else start
     p = prompt.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-    return torch.cat([x[:, :start], p, x[:, end:]], dim=1)
+    return torch.cat([x[:, :start], p, x[:, start + prompt.shape[0]:]], dim=1)
+
+
+def _run_blocks(blocks: nn.Module, x: torch.Tensor, deep: Sequence[torch.Tensor], start: int, *,
+                batch_first: bool = True, **kwargs: Any) -> torch.Tensor:
+    """Run ``blocks`` in order on x [B, L, W]; deep[i-1] replaces positions start … start+n entering block i
+    (1 ≤ i ≤ len(deep)); later blocks carry the prompt tokens along. ``kwargs`` go to every block."""
+    for i, block in enumerate(blocks):
+        if 1 <= i <= len(deep):
+            x = _replace(x, start, deep[i - 1])
+        x = block(x, **kwargs) if batch_first else block(x.transpose(0, 1), **kwargs).transpose(0, 1)
+    return x
 
 
 # ------------------------------------------------------------------------------------------------ text towers
@@ -159,7 +174,9 @@ def encode_text_deep(backbone: Any, embeddings: torch.Tensor, tokens: torch.Tens
     Returns:
         Tensor[N, embed_dim].
     """
-    backbone._check_pair(embeddings, tokens)
+    if embeddings.dim() != 3 or embeddings.shape[:2] != tokens.shape:
+        raise ValueError(f"embeddings [N, L, W] and tokens [N, L] must match; got {tuple(embeddings.shape)} "
+                         f"and {tuple(tokens.shape)}")
     if len(deep_prompts) >= len(backbone.text_blocks):
         raise ValueError(f"{len(deep_prompts)} deep text prompts for {len(backbone.text_blocks)} text layers")
     if backbone.family == "hf-bert":
@@ -180,11 +197,7 @@ def _hf_bert_text(backbone: Any, embeddings: torch.Tensor, tokens: torch.Tensor,
     x = bert.embeddings(inputs_embeds=embeddings)
     # the same additive mask BertModel builds for its layers (attention implementation taken from the config)
     attn = create_bidirectional_mask(config=bert.config, inputs_embeds=x, attention_mask=mask)
-    start = backbone.prompt_start
-    for i, layer in enumerate(bert.encoder.layer):
-        if 1 <= i <= len(deep_prompts):
-            x = _replace(x, start, deep_prompts[i - 1])
-        x = layer(x, attn)
+    x = _run_blocks(bert.encoder.layer, x, deep_prompts, backbone.prompt_start, attention_mask=attn)
     use_bert_pooler = isinstance(text.pooler, ClsPooler) and text.pooler.use_pooler_output and bert.pooler is not None
     out = BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=bert.pooler(x) if use_bert_pooler else None)
     return text.proj(text.pooler(out, mask))
@@ -198,14 +211,8 @@ def _openai_clip_text(backbone: Any, embeddings: torch.Tensor, tokens: torch.Ten
     length = int(eot.max()) + 1  # the longest real prompt of the batch, end-of-text included
     cast_dtype = m.transformer.get_cast_dtype()
     x = embeddings[:, :length].to(cast_dtype) + m.positional_embedding[:length].to(cast_dtype)
-    attn_mask = m.attn_mask[:length, :length]
-    start = backbone.prompt_start
-    batch_first = m.transformer.batch_first
-    for i, block in enumerate(m.transformer.resblocks):
-        if 1 <= i <= len(deep_prompts):
-            x = _replace(x, start, deep_prompts[i - 1])
-        x = block(x if batch_first else x.transpose(0, 1), attn_mask=attn_mask)
-        x = x if batch_first else x.transpose(0, 1)
+    x = _run_blocks(m.transformer.resblocks, x, deep_prompts, backbone.prompt_start,
+                    batch_first=m.transformer.batch_first, attn_mask=m.attn_mask[:length, :length])
     x = m.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot]
     if isinstance(m.text_projection, nn.Linear):
         return m.text_projection(x)
@@ -239,16 +246,12 @@ def encode_image_deep(backbone: Any, images: torch.Tensor,
     raise ValueError(f"MaPLe has no vision path for image tower {type(visual).__name__}")
 
 
-def _run_blocks(blocks: nn.Module, x: torch.Tensor, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Blocks in order; V_0 is already in x, V_i replaces the last n_ctx tokens entering block i."""
-    for i, block in enumerate(blocks):
-        if 1 <= i < len(prompts):
-            x = _replace(x, -prompts[i].shape[0], prompts[i])
-        x = block(x)
-    return x
+def _n_tokens(prompts: Sequence[torch.Tensor]) -> int:
+    return prompts[0].shape[0] if prompts else 0
 
 
 def _append(x: torch.Tensor, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """x [B, L, W] followed by V_0 (no positional embedding); unchanged without prompts."""
     if not prompts:
         return x
     return torch.cat([x, prompts[0].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
@@ -262,7 +265,7 @@ def _timm_vision(visual: TimmModel, images: torch.Tensor, prompts: Sequence[torc
     x = trunk.patch_drop(x)
     n_real = x.shape[1]
     x = trunk.norm_pre(_append(x, prompts))
-    x = trunk.norm(_run_blocks(trunk.blocks, x, prompts))
+    x = trunk.norm(_run_blocks(trunk.blocks, x, prompts[1:], -_n_tokens(prompts)))
     return visual.head(trunk.forward_head(x[:, :n_real]))  # CLS pooling (checked by the backbone)
 
 
@@ -276,24 +279,14 @@ def _open_clip_vision(visual: VisionTransformer, images: torch.Tensor,
     x = visual.patch_dropout(x)
     n_real = x.shape[1]
     x = visual.ln_pre(_append(x, prompts))
-    batch_first = visual.transformer.batch_first
-    x = _run_blocks(visual.transformer.resblocks, x if batch_first else x.transpose(0, 1), prompts) \
-        if batch_first else _run_blocks_seq_first(visual.transformer.resblocks, x, prompts)
+    x = _run_blocks(visual.transformer.resblocks, x, prompts[1:], -_n_tokens(prompts),
+                    batch_first=visual.transformer.batch_first)
     x = x[:, :n_real]  # prompt tokens never reach the pooling
     if visual.final_ln_after_pool:
         pooled = visual.ln_post(_pool_tokens(visual, x))
     else:
         pooled = _pool_tokens(visual, visual.ln_post(x))
     return pooled @ visual.proj
-
-
-def _run_blocks_seq_first(blocks: nn.Module, x: torch.Tensor, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """:func:`_run_blocks` for sequence-first blocks: x [B, L, W] in and out."""
-    for i, block in enumerate(blocks):
-        if 1 <= i < len(prompts):
-            x = _replace(x, -prompts[i].shape[0], prompts[i])
-        x = block(x.transpose(0, 1)).transpose(0, 1)
-    return x
 
 
 def _pool_tokens(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,7 @@ class ProGrad(PromptTrainer):
             kl = soft_cross_entropy(z_s, z_t, c.T)
         self.prograd_backward_and_update(ce, kl, c.LAMBDA)
         acc = (z_s.detach().argmax(dim=1) == labels).float().mean() * 100.0
-        return {"loss": ce.detach(), "kl": kl.detach(), "acc": acc}
+        return {"ce": ce.detach(), "kl": kl.detach(), "acc": acc}
 
     def prograd_backward_and_update(self, loss_a: torch.Tensor, loss_b: torch.Tensor, lam: float) -> None:
         """Gradients of both losses, projected per tensor, then one optimizer step (replaces
