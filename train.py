@@ -55,6 +55,7 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
         merge_from_file(cfg, args.dataset_config_file)
     if args.config_file:
         merge_from_file(cfg, args.config_file)
+        _warn_released_backbone_label(args.config_file)
     if args.root:
         cfg.DATASET.ROOT = args.root
     if args.output_dir:
@@ -77,6 +78,19 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
         cfg.MODEL.HEAD.NAME = args.head
     merge_from_list(cfg, args.opts or [])
     return cfg
+
+
+def _warn_released_backbone_label(path: str) -> None:
+    """Released BiomedCLIP YAMLs say MODEL.BACKBONE.NAME "ViT-B/16" as a label; here it selects OpenAI CLIP."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    name = ((raw.get("MODEL") or {}).get("BACKBONE") or {}).get("NAME")
+    if name == "ViT-B/16":
+        logger.warning("%s sets MODEL.BACKBONE.NAME 'ViT-B/16', which here builds OpenAI CLIP (in the released "
+                       "BiomedCLIP code it was only a label): add MODEL.BACKBONE.NAME BiomedCLIP to use BiomedCLIP",
+                       path)
 
 
 def main(argv: list[str] | None = None) -> int:

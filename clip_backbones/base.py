@@ -2,8 +2,9 @@
 
 A :class:`Backbone` wraps one frozen open_clip model and its tokenizer behind a single interface: tokenize,
 look up token embeddings, encode text from (possibly learned) embeddings with the padding trimmed, encode
-images into a global and per-patch features, and expose the model's widths and preprocessing. Family-specific
-text code lives in the adapters (``hf_text.py``, ``openai_clip.py``); vision code in ``vision.py``.
+images into a global and per-patch features — both optionally with deep prompts (MaPLe) — and expose the model's
+widths and preprocessing. Family-specific text code lives in the adapters (``hf_text.py``, ``openai_clip.py``);
+vision code in ``vision.py``; the block loop that inserts deep prompts in ``prompting.py``.
 """
 
 from __future__ import annotations
@@ -116,16 +117,24 @@ class Backbone(nn.Module, ABC):
         """
         return self.model.encode_text(tokens.to(self._embedding_device()))
 
-    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected global and patch features (neither normalised).
+    def encode_image(self, images: torch.Tensor, *,
+                     prompts: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected global and patch features (neither normalised), optionally with deep vision prompts.
 
         Args:
             images: Tensor[B, 3, image_size, image_size], normalised with ``mean``/``std``, on the model's device.
+            prompts: [V_0, …, V_{J-1}], each Tensor[n, vision_width], J ≤ ``len(vision_blocks)`` (MaPLe). V_0 is
+                appended after the image tokens (no positional embedding) before the pre-transformer norm; V_i
+                overwrites the last n tokens entering vision block i; deeper blocks carry them along. Prompt tokens
+                are dropped before pooling. Empty: the model's own forward pass.
         Returns:
-            (Tensor[B, embed_dim] equal to ``model.encode_image(images)``,
-             Tensor[B, num_patches, embed_dim]: the same projection applied to every patch token).
+            (Tensor[B, embed_dim], equal to ``model.encode_image(images)`` without prompts,
+             Tensor[B, num_patches, embed_dim]: the same projection applied to every real patch token).
         """
-        return self._vision.encode(images)
+        if len(prompts) > len(self.vision_blocks):
+            raise ValueError(f"{len(prompts)} vision prompts for {len(self.vision_blocks)} vision blocks; "
+                             "at most one per block")
+        return self._vision.encode(images, prompts)
 
     def set_text_train(self, mode: bool) -> None:
         """Put only the text tower in train (dropout active) or eval mode; the image tower is untouched.
@@ -155,7 +164,8 @@ class Backbone(nn.Module, ABC):
         """The text tower's token-embedding table."""
 
     @abstractmethod
-    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, *,
+                                    deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Encode text given its token embeddings (learned context vectors may be spliced in).
 
         The padded context is trimmed to the longest real prompt of the batch before the transformer runs;
@@ -164,6 +174,9 @@ class Backbone(nn.Module, ABC):
         Args:
             embeddings: Tensor[N, L, text_width]; gradients flow into it.
             tokens: LongTensor[N, L]; only marks where the real content is.
+            deep_prompts: [P_1, …, P_k], each Tensor[n, text_width], k < ``len(text_blocks)`` (MaPLe): P_i replaces
+                positions ``prompt_start … prompt_start + n`` of the input of text layer i (raw: no norm, no
+                positions); deeper layers carry them along. Empty: the model's own transformer forward.
         Returns:
             Tensor[N, embed_dim], not normalised.
         """
@@ -171,8 +184,11 @@ class Backbone(nn.Module, ABC):
     def _embedding_device(self) -> torch.device:
         return self.word_embeddings.weight.device
 
-    @staticmethod
-    def _check_pair(embeddings: torch.Tensor, tokens: torch.Tensor) -> None:
+    def _check_text_args(self, embeddings: torch.Tensor, tokens: torch.Tensor,
+                         deep_prompts: Sequence[torch.Tensor]) -> None:
         if embeddings.dim() != 3 or embeddings.shape[:2] != tokens.shape:
             raise ValueError(f"embeddings [N, L, W] and tokens [N, L] must match; got embeddings "
                              f"{tuple(embeddings.shape)} and tokens {tuple(tokens.shape)}")
+        if len(deep_prompts) >= len(self.text_blocks):
+            raise ValueError(f"{len(deep_prompts)} deep text prompts for {len(self.text_blocks)} text layers; "
+                             "layer 0 takes the embeddings, so at most one per later layer")

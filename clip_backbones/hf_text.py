@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from open_clip import CustomTextCLIP
-from open_clip.hf_model import HFTextEncoder
+from open_clip.hf_model import ClsPooler, HFTextEncoder
 from open_clip.tokenizer import HFTokenizer
 from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .base import Backbone, Tokenizer
 from .errors import BackboneError
+from .prompting import run_blocks
 
 
 class HFTextBackbone(Backbone):
@@ -18,7 +23,7 @@ class HFTextBackbone(Backbone):
     Text features from embeddings follow ``HFTextEncoder.forward`` with ``inputs_embeds`` instead of ids: the
     HF model adds position / token-type embeddings, LayerNorm and dropout (dropout follows ``model.text``'s
     train / eval mode), attends only to non-pad tokens, and the pooler (CLS of the last hidden state) and
-    projection follow.
+    projection follow. With deep prompts the same steps run with the BERT encoder layer by layer.
     """
 
     family = "hf-bert"
@@ -56,11 +61,36 @@ class HFTextBackbone(Backbone):
         tokens = self.tokenize([text])[0]
         return int((~torch.isin(tokens, self._special_ids)).sum())
 
-    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        self._check_pair(embeddings, tokens)
+    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, *,
+                                    deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        self._check_text_args(embeddings, tokens, deep_prompts)
+        embeddings, mask = self._text_inputs(embeddings, tokens)
+        if deep_prompts:
+            out = self._layered_transformer(embeddings, mask, deep_prompts)
+        else:
+            out = self.model.text.transformer(inputs_embeds=embeddings, attention_mask=mask)
+        return self._text_outputs(out, mask)
+
+    def _text_inputs(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [N, T, W], attention mask LongTensor[N, T]) trimmed to the longest real prompt, T ≤ L."""
         mask = (tokens.to(embeddings.device) != self.pad_token_id).long()
         length = int(mask.sum(dim=1).max())  # right padding: the longest real prompt of the batch
-        embeddings, mask = embeddings[:, :length], mask[:, :length]
+        return embeddings[:, :length], mask[:, :length]
+
+    def _layered_transformer(self, embeddings: torch.Tensor, mask: torch.Tensor,
+                             deep_prompts: Sequence[torch.Tensor]) -> BaseModelOutputWithPooling:
+        """The HF model's forward with ``inputs_embeds``, its encoder layers run one by one with deep prompts."""
         text = self.model.text
-        out = text.transformer(inputs_embeds=embeddings, attention_mask=mask)
+        bert = text.transformer
+        x = bert.embeddings(inputs_embeds=embeddings)
+        # the same additive mask BertModel builds for its layers (attention implementation taken from the config)
+        attn = create_bidirectional_mask(config=bert.config, inputs_embeds=x, attention_mask=mask)
+        x = run_blocks(bert.encoder.layer, x, deep_prompts, self.prompt_start, attention_mask=attn)
+        # BertModel's pooler output only when open_clip's ClsPooler reads it
+        use_pooler = isinstance(text.pooler, ClsPooler) and text.pooler.use_pooler_output and bert.pooler is not None
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=bert.pooler(x) if use_pooler else None)
+
+    def _text_outputs(self, out: BaseModelOutputWithPooling, mask: torch.Tensor) -> torch.Tensor:
+        """open_clip's pooler and projection of the HF model output: Tensor[N, embed_dim]."""
+        text = self.model.text
         return text.proj(text.pooler(out, mask))

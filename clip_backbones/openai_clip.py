@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from open_clip import CLIP
 from torch import nn
 
 from .base import Backbone, Tokenizer
 from .errors import BackboneError
+from .prompting import run_blocks
 
 
 class OpenAIClipBackbone(Backbone):
@@ -15,7 +18,7 @@ class OpenAIClipBackbone(Backbone):
     ``ln_final``, features taken at the end-of-text token (the largest token id) and ``text_projection``.
 
     Under the causal mask a token only sees the tokens before it, so cutting the context after the last
-    end-of-text token of the batch changes nothing.
+    end-of-text token of the batch changes nothing. With deep prompts the causal resblocks run one by one.
     """
 
     family = "openai-clip"
@@ -54,14 +57,32 @@ class OpenAIClipBackbone(Backbone):
         tokens = self.tokenize([text])[0]
         return int(tokens.argmax()) - self.prompt_start  # tokens strictly between start and end-of-text
 
-    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        self._check_pair(embeddings, tokens)
+    def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, *,
+                                    deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        self._check_text_args(embeddings, tokens, deep_prompts)
+        x, attn_mask, eot = self._text_inputs(embeddings, tokens)
+        m = self.model
+        if deep_prompts:
+            x = run_blocks(m.transformer.resblocks, x, deep_prompts, self.prompt_start,
+                           batch_first=m.transformer.batch_first, attn_mask=attn_mask)
+        else:
+            x = m.transformer(x, attn_mask=attn_mask)
+        return self._text_outputs(x, eot)
+
+    def _text_inputs(self, embeddings: torch.Tensor,
+                     tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(transformer input [N, T, W] with positions added, causal mask [T, T], end-of-text index LongTensor[N]),
+        trimmed to the longest real prompt of the batch, T ≤ L."""
         m = self.model
         eot = tokens.to(embeddings.device).argmax(dim=-1)
         length = int(eot.max()) + 1  # the longest real prompt of the batch, end-of-text included
         cast_dtype = m.transformer.get_cast_dtype()
         x = embeddings[:, :length].to(cast_dtype) + m.positional_embedding[:length].to(cast_dtype)
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        return x, m.attn_mask[:length, :length], eot
+
+    def _text_outputs(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """ln_final, the end-of-text token, text_projection: transformer output [N, T, W] -> Tensor[N, embed_dim]."""
+        m = self.model
         x = m.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot]
         if isinstance(m.text_projection, nn.Linear):
             return m.text_projection(x)

@@ -5,11 +5,16 @@
 
 Patch features are the final-layer patch tokens passed through exactly the per-token operations that turn
 the pooled token into the global feature, so a patch feature and the global feature live in the same space.
+
+Deep vision prompts (MaPLe) re-run the tower's own forward pass block by block: V_0 is appended after the image
+tokens before the pre-transformer norm (as in MaPLe's CLIP code; BiomedCLIP's ``norm_pre`` is the identity),
+V_i overwrites the last n tokens entering block i, and the prompt tokens are dropped before pooling.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import timm
 import torch
@@ -19,6 +24,7 @@ from timm.layers import Mlp
 from torch import nn
 
 from .errors import BackboneError
+from .prompting import run_blocks
 
 
 class VisionTower(ABC):
@@ -33,8 +39,15 @@ class VisionTower(ABC):
         """The transformer blocks, in order."""
 
     @abstractmethod
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [B, 3, H, W] -> (global [B, embed_dim], patches [B, num_patches, embed_dim])."""
+    def encode(self, images: torch.Tensor,
+               prompts: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, 3, H, W] -> (global [B, embed_dim], patches [B, num_patches, embed_dim]); ``prompts``
+        [V_0, …, V_{J-1}] as in :meth:`clip_backbones.Backbone.encode_image` (empty: the model's own forward)."""
+
+
+def _append(x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """x [B, L, W] followed by ``prompt`` [n, W] (V_0; no positional embedding): [B, L + n, W]."""
+    return torch.cat([x, prompt.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
 
 
 class TimmVisionTower(VisionTower):
@@ -70,10 +83,25 @@ class TimmVisionTower(VisionTower):
         t = self.trunk
         return self.visual.head(t.head(t.head_drop(t.fc_norm(tokens))))
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.trunk.forward_features(images)  # [B, prefix + patches, width], final norm applied
-        pooled = self.visual.head(self.trunk.forward_head(feats))  # == TimmModel.forward(images)
+    def encode(self, images: torch.Tensor,
+               prompts: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        if prompts:
+            feats = self._prompted_features(images, prompts)
+        else:
+            feats = self.trunk.forward_features(images)  # [B, prefix + patches, width], final norm applied
+        pooled = self.visual.head(self.trunk.forward_head(feats))  # == TimmModel.forward(images) without prompts
         return pooled, self._project(feats[:, self.num_prefix_tokens:])
+
+    def _prompted_features(self, images: torch.Tensor, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """timm ``VisionTransformer.forward_features`` block by block with prompts; the prompt tokens dropped."""
+        trunk = self.trunk
+        x = trunk.patch_embed(images)
+        x = trunk._pos_embed(x)  # prefix token(s) + positional embedding
+        x = trunk.patch_drop(x)
+        n_real = x.shape[1]
+        x = trunk.norm_pre(_append(x, prompts[0]))
+        x = trunk.norm(run_blocks(trunk.blocks, x, prompts[1:], -prompts[0].shape[0]))
+        return x[:, :n_real]  # prompt tokens never reach the pooling
 
 
 class OpenClipVisionTower(VisionTower):
@@ -96,11 +124,36 @@ class OpenClipVisionTower(VisionTower):
     def blocks(self) -> nn.ModuleList:
         return self.visual.transformer.resblocks
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, images: torch.Tensor,
+               prompts: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        if prompts:
+            return self._prompted_encode(images, prompts)
         out = self.visual.forward_intermediates(
             images, indices=1, normalize_intermediates=True, output_fmt="NLC")  # last block, ln_post applied
         patches = out["image_intermediates"][-1] @ self.visual.proj  # [B, patches, embed_dim]
         return out["image_features"], patches
+
+    def _prompted_encode(self, images: torch.Tensor,
+                         prompts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """open_clip ``VisionTransformer.forward_intermediates`` (batch-first) block by block with prompts."""
+        visual = self.visual
+        x = visual.conv1(images)  # [B, width, grid, grid]
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid², width]
+        cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
+        n_real = x.shape[1]
+        x = visual.ln_pre(_append(x, prompts[0]))
+        x = run_blocks(visual.transformer.resblocks, x, prompts[1:], -prompts[0].shape[0],
+                       batch_first=visual.transformer.batch_first)
+        x = x[:, :n_real]  # prompt tokens never reach the pooling
+        normed = visual.ln_post(x)
+        pooled = visual.ln_post(self._pool_tokens(x)) if visual.final_ln_after_pool else self._pool_tokens(normed)
+        return pooled @ visual.proj, normed[:, 1:] @ visual.proj  # patches: ln_post applied, as without prompts
+
+    def _pool_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        # pool_type is 'tok' or 'avg' (checked in __init__)
+        return x[:, 0] if self.visual.pool_type == "tok" else x[:, 1:].mean(dim=1)
 
 
 def vision_tower_for(visual: nn.Module) -> VisionTower:

@@ -182,6 +182,20 @@ def test_encode_image_global_and_patches(backbones, name):
         torch.testing.assert_close(patches, tokens @ visual.proj)
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_empty_deep_prompts_are_the_plain_forward(backbones, name):
+    """``deep_prompts=()`` / ``prompts=()`` take the model's own forward pass: bit-identical to omitting them."""
+    b = backbones[name]
+    tokens = b.tokenize(PROMPTS)
+    emb = b.token_embedding(tokens)
+    images = torch.randn(2, 3, b.image_size, b.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(b.encode_text_from_embeddings(emb, tokens, deep_prompts=()),
+                           b.encode_text_from_embeddings(emb, tokens))
+        for with_kw, without in zip(b.encode_image(images, prompts=()), b.encode_image(images), strict=True):
+            assert torch.equal(with_kw, without)
+
+
 # ----------------------------------------------------------------------------------------- attributes
 @pytest.mark.parametrize("name", TINY)
 def test_attributes_read_from_model_match_asset_config(backbones, name):

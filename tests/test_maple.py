@@ -17,7 +17,7 @@ from clip_backbones import build_backbone
 from clip_backbones.tiny import TINY_BACKBONES
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
 from engine.trainer import build_trainer
-from trainers.maple import MultiModalPromptLearner, encode_image_deep, encode_text_deep
+from trainers.maple import MultiModalPromptLearner
 
 FAMILIES = ["tiny-biomedclip", "tiny-clip"]
 # deeper / unequal-width variants of the two families (text width ≠ vision width; J = 3 for the CLIP one):
@@ -65,11 +65,17 @@ def test_depth_one_without_vision_prompts_is_the_backbone(name: str, backbones: 
     pl = MultiModalPromptLearner(bb, NAMES, n_ctx=2, ctx_init="a photo of a", depth=1)
     # P_0 = "a photo"; the tokenised prompt is the whole "a photo of a <c>." → the plain zero-shot prompt
     ref = bb.encode_text(bb.tokenize([f"a photo of a {c}." for c in NAMES]))
-    torch.testing.assert_close(encode_text_deep(bb, pl(), pl.tokenized_prompts), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts), ref, rtol=1e-5, atol=1e-5)
     x = images(bb)
-    torch.testing.assert_close(encode_image_deep(bb, x, None), bb.encode_image(x)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bb.encode_image(x, prompts=())[0], bb.encode_image(x)[0], rtol=1e-5, atol=1e-5)
+    # the layer-by-layer paths with prompts of zero tokens (nothing inserted) reproduce the models' own forward
+    empty_text, empty_vision = torch.zeros(0, bb.text_width), torch.zeros(0, bb.vision_width)
+    layered = bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts, deep_prompts=[empty_text])
+    torch.testing.assert_close(layered, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(bb.encode_image(x, prompts=[empty_vision] * 2), bb.encode_image(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # with V_0 appended the CLS token attends to it: the feature changes
-    assert not torch.allclose(encode_image_deep(bb, x, pl.vision_prompts()), bb.encode_image(x)[0], atol=1e-4)
+    assert not torch.allclose(bb.encode_image(x, prompts=pl.vision_prompts())[0], bb.encode_image(x)[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("name,depth", [("tiny-biomedclip", 2), ("tiny-clip", 2), ("deep-bert", 2),
@@ -93,9 +99,9 @@ def test_prompts_enter_every_layer_at_their_positions(name: str, depth: int, bac
             hooks.append(blk.register_forward_pre_hook(lambda m, a, k=kind: seen[f"{k}_in"].append(a[0])))
             hooks.append(blk.register_forward_hook(lambda m, a, o, k=kind: seen[f"{k}_out"].append(o)))
     with torch.no_grad():
-        encode_text_deep(bb, pl(), pl.tokenized_prompts, pl.deep_text_prompts())
+        bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts, deep_prompts=pl.deep_text_prompts())
         v = pl.vision_prompts()
-        encode_image_deep(bb, images(bb), v)
+        bb.encode_image(images(bb), prompts=v)
     for h in hooks:
         h.remove()
     p = [pl.ctx, *pl.deep_text_prompts()]
@@ -131,8 +137,8 @@ def test_deep_prompts_equal_to_what_they_replace_change_nothing(name: str, backb
              for k, blocks in (("text", bb.text_blocks), ("vis", bb.vision_blocks)) for blk in blocks]
     x = images(bb, n=1)
     with torch.no_grad():
-        text_ref = encode_text_deep(bb, pl(), pl.tokenized_prompts)  # no deep prompts
-        img_ref = encode_image_deep(bb, x, pl.vision_prompts()[:1])  # V_0 only
+        text_ref = bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts)  # no deep prompts
+        img_ref = bb.encode_image(x, prompts=pl.vision_prompts()[:1])[0]  # V_0 only
         for h in hooks:
             h.remove()
         for k in range(1, J):
@@ -143,9 +149,9 @@ def test_deep_prompts_equal_to_what_they_replace_change_nothing(name: str, backb
             f = pl.compound_prompt_projections[k - 1]
             f.weight.copy_((torch.linalg.pinv(p_k.double()) @ target).t())
             f.bias.zero_()
-        torch.testing.assert_close(encode_text_deep(bb, pl(), pl.tokenized_prompts, pl.deep_text_prompts()),
-                                   text_ref, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(encode_image_deep(bb, x, pl.vision_prompts()), img_ref, rtol=1e-4, atol=1e-5)
+        text = bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts, deep_prompts=pl.deep_text_prompts())
+        torch.testing.assert_close(text, text_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bb.encode_image(x, prompts=pl.vision_prompts())[0], img_ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -155,14 +161,14 @@ def test_a_deep_prompt_moves_both_towers(name: str, backbones: Any) -> None:
     pl = MultiModalPromptLearner(bb, NAMES, n_ctx=2, ctx_init="a photo of a", depth=2)
     x = images(bb)
     with torch.no_grad():
-        t0 = encode_text_deep(bb, pl(), pl.tokenized_prompts, pl.deep_text_prompts())
-        i0 = encode_image_deep(bb, x, pl.vision_prompts())
+        t0 = bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts, deep_prompts=pl.deep_text_prompts())
+        i0 = bb.encode_image(x, prompts=pl.vision_prompts())[0]
         pl.compound_prompts_text[0].add_(0.5 * torch.randn_like(pl.ctx))  # P_1: text layer 1, V_1 = F_1(P_1)
-        t1 = encode_text_deep(bb, pl(), pl.tokenized_prompts, pl.deep_text_prompts())
-        i1 = encode_image_deep(bb, x, pl.vision_prompts())
+        t1 = bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts, deep_prompts=pl.deep_text_prompts())
+        i1 = bb.encode_image(x, prompts=pl.vision_prompts())[0]
         pl.compound_prompt_projections[0].bias.add_(0.5 * torch.randn(bb.vision_width))  # F_1: vision only
-        t2 = encode_text_deep(bb, pl(), pl.tokenized_prompts, pl.deep_text_prompts())
-        i2 = encode_image_deep(bb, x, pl.vision_prompts())
+        t2 = bb.encode_text_from_embeddings(pl(), pl.tokenized_prompts, deep_prompts=pl.deep_text_prompts())
+        i2 = bb.encode_image(x, prompts=pl.vision_prompts())[0]
     assert (t1 - t0).abs().max() > 1e-4 and (i1 - i0).abs().max() > 1e-4
     assert torch.equal(t2, t1) and (i2 - i1).abs().max() > 1e-4
 
