@@ -38,7 +38,7 @@ from yacs.config import CfgNode as CN
 from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from trainers.base import PromptTrainer
-from trainers.prompt_learner import PLACEHOLDER, clean_classname
+from trainers.prompt_learner import PLACEHOLDER, clean_classname, register_class_prompt_buffers
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +109,7 @@ class MultiModalPromptLearner(nn.Module):
         single = nn.Linear(t_width, v_width).to(device)
         self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single) for _ in range(depth - 1)])
 
-        names = [clean_classname(c) for c in classnames]
-        tokens = backbone.tokenize([f"{prefix_text} {n}." for n in names]).to(device)
-        with torch.no_grad():
-            emb = backbone.token_embedding(tokens).float()
-        self.register_buffer("tokenized_prompts", tokens, persistent=False)
-        self.register_buffer("token_prefix", emb[:, :start], persistent=False)
-        self.register_buffer("token_suffix", emb[:, start + n_ctx:], persistent=False)
+        register_class_prompt_buffers(self, backbone, prefix_text, [clean_classname(c) for c in classnames], n_ctx)
 
     def forward(self) -> torch.Tensor:
         """Prompt embeddings [C, L, text_width]: prefix, P_0, suffix."""

@@ -30,6 +30,20 @@ def clean_classname(name: str) -> str:
     return name.replace("_", " ")
 
 
+def register_class_prompt_buffers(module: nn.Module, backbone: Any, prefix_text: str, names: Sequence[str],
+                                  n_ctx: int) -> None:
+    """Tokenise "<prefix_text> <name>." per class and register the frozen, non-persistent buffers
+    ``tokenized_prompts`` [C, L], ``token_prefix`` (start token) and ``token_suffix`` (after the n_ctx slots)."""
+    device = next(iter(backbone.parameters())).device
+    start = backbone.prompt_start
+    tokens = backbone.tokenize([f"{prefix_text} {n}." for n in names]).to(device)
+    with torch.no_grad():
+        emb = backbone.token_embedding(tokens).float()
+    module.register_buffer("tokenized_prompts", tokens, persistent=False)
+    module.register_buffer("token_prefix", emb[:, :start], persistent=False)
+    module.register_buffer("token_suffix", emb[:, start + n_ctx:], persistent=False)
+
+
 class PromptLearner(nn.Module):
     """Learnable context vectors + frozen class-name embeddings → prompt embeddings ``[C, L, W]``.
 
@@ -92,13 +106,8 @@ class PromptLearner(nn.Module):
         self.classnames = names
         self.name_lens = [backbone.num_tokens(n) for n in names]
 
-        tokens = backbone.tokenize([f"{prefix_text} {n}." for n in names]).to(device)
-        with torch.no_grad():
-            emb = backbone.token_embedding(tokens).float()
-        self.register_buffer("tokenized_prompts", tokens, persistent=False)
-        self.register_buffer("token_prefix", emb[:, :start], persistent=False)
-        self.register_buffer("token_suffix", emb[:, start + n_ctx:], persistent=False)
-        self.register_buffer("order", self._order(start, tokens.shape[1]), persistent=False)
+        register_class_prompt_buffers(self, backbone, prefix_text, names, n_ctx)
+        self.register_buffer("order", self._order(start, self.tokenized_prompts.shape[1]), persistent=False)
 
     def _order(self, start: int, length: int) -> torch.Tensor:
         """Gather index [C, L]: output position → position in cat([prefix, ctx, suffix]) (the "end" layout)."""
