@@ -133,7 +133,7 @@ class TrainerBase:
         """Register a module whose trainable tensors are optimised, checkpointed and switched train/eval."""
         if name in self._models:
             raise ValueError(f"model name {name!r} is registered twice")
-        self._models[name] = module
+        self._models[name] = module.to(self.device)  # parameters and class-name buffers live on the run's device
         self._optims[name] = optim
         self._scheds[name] = sched
 

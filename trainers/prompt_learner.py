@@ -107,7 +107,8 @@ class PromptLearner(nn.Module):
         self.name_lens = [backbone.num_tokens(n) for n in names]
 
         register_class_prompt_buffers(self, backbone, prefix_text, names, n_ctx)
-        self.register_buffer("order", self._order(start, self.tokenized_prompts.shape[1]), persistent=False)
+        order = self._order(start, self.tokenized_prompts.shape[1]).to(self.tokenized_prompts.device)
+        self.register_buffer("order", order, persistent=False)
 
     def _order(self, start: int, length: int) -> torch.Tensor:
         """Gather index [C, L]: output position → position in cat([prefix, ctx, suffix]) (the "end" layout)."""
