@@ -36,6 +36,9 @@ class BiomedCoOp(DistillPromptTrainer):
     cfg_node = "BIOMEDCOOP"
     sccm_key = "SCCM_LAMBDA"
 
+    def before_train(self) -> None:
+        super().before_train()
+        self._identity = torch.eye(self.num_classes, device=self.device)  # gad_loss's W, unused at γ = 0
+
     def distill_terms(self, batch: DistillBatch) -> dict[str, torch.Tensor]:
-        eye = torch.eye(batch.z_s.shape[1], device=batch.z_s.device)  # unused at γ = 0
-        return {"kdsp": self.node.KDSP_LAMBDA * gad_loss(batch.z_s.float(), batch.z_t.float(), eye, 0.0)}
+        return {"kdsp": self.node.KDSP_LAMBDA * gad_loss(batch.z_s.float(), batch.z_t.float(), self._identity, 0.0)}

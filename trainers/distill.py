@@ -43,7 +43,7 @@ class DistillBatch:
 
     labels: torch.Tensor  # [B]
     g: torch.Tensor  # [B, E] normalised global image features
-    patches: torch.Tensor  # [B, N, E] normalised patch features
+    patches: torch.Tensor  # [B, N, E] projected patch features (not normalised: only OGKD's LGD needs them)
     text: torch.Tensor  # [C, E] normalised student class features (with gradient)
     teacher_text: torch.Tensor  # [C, E] normalised selected-teacher class features
     scale: torch.Tensor  # logit scale s
@@ -100,7 +100,8 @@ class DistillPromptTrainer(PromptTrainer):
         c = self.node
         with self.autocast():
             with torch.no_grad():  # frozen image tower: one pass gives the global and the patch tokens
-                g, patches = (F.normalize(x, dim=-1) for x in self.backbone.encode_image(images))
+                g, patches = self.backbone.encode_image(images)
+                g = F.normalize(g, dim=-1)
             text = text_features(self.backbone, self.prompt_learner(), self.prompt_learner.tokenized_prompts)
             scale = self.backbone.logit_scale
             with torch.no_grad():

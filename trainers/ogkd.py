@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from torch.nn import functional as F
 from yacs.config import CfgNode as CN
 
 from engine.config import register_trainer_cfg
@@ -80,8 +81,9 @@ class OGKD(DistillPromptTrainer):
         c = self.node
         terms = {"gad": c.LAMBDA_GAD * gad_loss(batch.z_s.float(), batch.z_t.float(), self.W, c.GAMMA)}
         if c.LAMBDA_LGD:  # the patch logits are only needed for a non-zero LGD weight
-            zp_s = batch.scale * batch.patches @ batch.text.t()  # [B, N, C]
-            zp_t = batch.scale * batch.patches @ batch.teacher_text.t()
+            patches = F.normalize(batch.patches, dim=-1)
+            zp_s = batch.scale * patches @ batch.text.t()  # [B, N, C]
+            zp_t = batch.scale * patches @ batch.teacher_text.t()
             sel_s, sel_t = top_k_patches(zp_s.float(), zp_t.float(), batch.labels, c.TOP_K_RATIO)
             terms["lgd"] = c.LAMBDA_LGD * lgd_loss(sel_s, sel_t, self.W, batch.labels, c.GAMMA)
         return terms
