@@ -20,7 +20,7 @@ from .base import Backbone, Tokenizer
 from .errors import BackboneError
 from .hf_text import HFTextBackbone
 from .openai_clip import OpenAIClipBackbone
-from .tiny import TINY_BACKBONES, TINY_SEED, register_tiny_timm_models
+from .tiny import PRETRAINED_BACKBONES, TINY_BACKBONES, TINY_SEED, register_tiny_timm_models
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ OPENAI_CLIP_MODELS: dict[str, str] = {  # OpenAI CLIP name -> open_clip architec
     "ViT-L/14@336px": "ViT-L-14-336",
 }
 NAMED_BACKBONES: dict[str, str] = {"BiomedCLIP": BIOMEDCLIP_ID}  # short name -> open_clip id
-BACKBONE_NAMES: tuple[str, ...] = (*NAMED_BACKBONES, *OPENAI_CLIP_MODELS, *TINY_BACKBONES)
+BACKBONE_NAMES: tuple[str, ...] = (*NAMED_BACKBONES, *OPENAI_CLIP_MODELS, *TINY_BACKBONES, *PRETRAINED_BACKBONES)
 BUILD_SEED = TINY_SEED  # all builds run under a private RNG with this seed: no effect on the caller's RNG
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip loads from a local-dir folder
@@ -69,6 +69,8 @@ def build_backbone(name: str | Any, *, device: torch.device | str | None = None)
       - an OpenAI CLIP name (``"ViT-B/16"``, ``"ViT-B/32"``, ``"ViT-L/14"``, ``"ViT-L/14@336px"``) -> the open_clip
         architecture with OpenAI weights;
       - ``"tiny-biomedclip"`` / ``"tiny-clip"`` -> random miniatures built offline, identical on every build;
+      - ``"synthlesion-clip"`` -> the tiny CLIP pre-trained on SynthLesion, shipped in the repository (its files
+        are checked against their recorded SHA-256);
       - ``"hf-hub:<org>/<repo>"`` -> open_clip's hub loader (needs the hub or the local HF cache);
       - ``"local-dir:<folder>"`` -> everything from one folder, offline (see ``LOCAL_DIR_CONTENTS``).
 
@@ -90,6 +92,9 @@ def build_backbone(name: str | Any, *, device: torch.device | str | None = None)
         model, tokenizer = _load_openai(name)
     elif name in TINY_BACKBONES:
         model, tokenizer = _load_local_dir(TINY_BACKBONES[name], weights_optional=True)
+    elif name in PRETRAINED_BACKBONES:
+        PRETRAINED_BACKBONES[name].verify(name)
+        model, tokenizer = _load_local_dir(PRETRAINED_BACKBONES[name].folder, weights_optional=False)
     elif name.startswith(HF_HUB_PREFIX):
         model, tokenizer = _load_hub(name, name)
     elif name.startswith(LOCAL_DIR_PREFIX):

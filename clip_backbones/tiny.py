@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised, architecturally faithful backbones built offline from the shipped assets.
+"""Tiny backbones built offline from the shipped assets: random miniatures for tests, and one pre-trained model.
 
 - ``tiny-biomedclip``: open_clip ``CustomTextCLIP`` exactly like BiomedCLIP (HF BERT text tower with an MLP
   projection and CLS pooling, context 256; timm ``vit_base_patch16_224`` made narrow; BiomedCLIP's mean/std),
@@ -7,10 +7,16 @@
 
 Each is an open_clip ``local-dir`` folder under ``assets/`` without weights; the factory builds it with a fixed
 seed so every build gives identical weights.
+
+- ``synthlesion-clip`` (``PRETRAINED_BACKBONES``): a tiny OpenAI-style CLIP pre-trained by the project on the
+  SynthLesion world (``scripts/pretrain_tiny_clip.py``), shipped with its fp16 weights; its files are checked
+  against the recorded SHA-256 on every build, so a damaged or edited copy is an error, not silent drift.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,39 @@ TINY_BACKBONES: dict[str, Path] = {  # name -> open_clip local-dir folder (confi
     "tiny-clip": ASSETS_DIR / "tiny-clip",
 }
 TINY_SEED = 0  # every tiny build draws its random weights from this seed
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A pre-trained open_clip local-dir folder in the repository, with the SHA-256 of its files."""
+
+    folder: Path
+    sha256: dict[str, str]  # file name -> hex digest
+    rebuild: str  # the command that re-creates the folder
+
+    def verify(self, name: str) -> None:
+        """Raise ``BackboneError`` naming the file and the rebuild command if a file is missing or differs."""
+        for file, digest in self.sha256.items():
+            path = self.folder / file
+            if not path.is_file():
+                raise BackboneError(f"shipped backbone '{name}' is missing {path}; restore it (git checkout -- "
+                                    f"{path}) or rebuild the folder with: {self.rebuild}")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                raise BackboneError(f"shipped backbone '{name}': {path} is damaged or edited (SHA-256 differs from "
+                                    f"the recorded one); restore it (git checkout -- {path}) or rebuild the folder "
+                                    f"with: {self.rebuild}")
+
+
+PRETRAINED_BACKBONES: dict[str, ShippedModel] = {
+    "synthlesion-clip": ShippedModel(
+        folder=ASSETS_DIR / "synthlesion-clip",
+        sha256={
+            "open_clip_config.json": "a77241b8c5b6a65f30dab3d33fa4fe0dc37624e747f73f843861d10462090bc1",
+            "open_clip_model.safetensors": "7940b55075591139ba0271f1bb7ab00a895a970f7a8a1495aebc93029a2bba0f",
+        },
+        rebuild="python scripts/pretrain_tiny_clip.py --out clip_backbones/assets/synthlesion-clip",
+    ),
+}
 
 TINY_VIT_NAME = "vit_micro_patch16_224"
 _TINY_VIT_ARGS = dict(embed_dim=32, depth=2, num_heads=2)  # narrow and shallow; the rest is vit_base_patch16_224

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from datasets import synthlesion
+
 HF_DATASET_REPO = "TahaKoleilat/BiomedCoOp"  # Hugging Face *dataset* repository holding the 11 archives
 
 
@@ -101,6 +103,13 @@ CATALOGUE: tuple[DatasetInfo, ...] = (
         classnames=("round cyst lesion", "spiculated mass lesion", "striped fibrous tissue", "dotted granular tissue",
                     "bright calcified nodule", "normal background tissue"),
         sizes=(240, 60, 120), get_command="python scripts/make_synthetic_data.py --root {root}",
+    ),
+    DatasetInfo(
+        name=synthlesion.DATASET_NAME, config="synthlesion", modality="synthetic lesions (rendered offline)",
+        classnames=synthlesion.SYNTHLESION_CLASSNAMES,
+        sizes=tuple(n * len(synthlesion.SYNTHLESION_CLASSES) for n in (  # type: ignore[arg-type]
+            synthlesion.N_TRAIN_PER_CLASS, synthlesion.N_VAL_PER_CLASS, synthlesion.N_TEST_PER_CLASS)),
+        get_command="python scripts/make_synthetic_data.py --dataset synthlesion --root {root}",
     ),
 )
 

@@ -1,9 +1,15 @@
-"""Generate the SynthMed synthetic dataset.
+"""Generate a synthetic dataset in the benchmark's on-disk layout.
 
-Usage: ``python scripts/make_synthetic_data.py --root DIR [--seed S] [--force]``.
+Usage::
 
-Writes ``DIR/SynthMed/split_SynthMed.json`` and ``DIR/SynthMed/SynthMed/<class_folder>/…`` (see
-``datasets/synthetic.py``). An existing valid dataset is left alone unless ``--force`` is given.
+    python scripts/make_synthetic_data.py --root DIR [--dataset synthmed|synthlesion] [--seed S] [--force]
+    python scripts/make_synthetic_data.py --root DIR --dataset synthlesion [--domain '{"gamma": 1.6}']
+
+``synthmed`` (default): ``DIR/SynthMed/``, 6 classes in mixed file formats (``datasets/synthetic.py``), for unit tests.
+``synthlesion``: ``DIR/SynthLesion/``, the 10-class lesion benchmark of the pre-trained ``synthlesion-clip``
+(``datasets/synthlesion.py``), rendered in the target acquisition domain (gamma 2.0) unless ``--domain`` overrides
+knobs (a JSON object; knobs: noise, contrast, background_variation, gamma, jitter, radius_scale, texture_amplitude).
+An existing dataset made with the same settings is left alone; ``--force`` regenerates.
 """
 
 from __future__ import annotations
@@ -18,48 +24,67 @@ from pathlib import Path
 # Run as `python scripts/make_synthetic_data.py` from anywhere: make the repo root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.synthetic import (
-    DATASET_NAME,
-    N_TEST_PER_CLASS,
-    N_TRAIN_PER_CLASS,
-    N_VAL_PER_CLASS,
-    SYNTHMED_CLASSES,
-    is_valid_synthmed,
-    make_synthmed,
-)
+from datasets import synthetic, synthlesion  # noqa: E402
+
+
+def _synthmed(args: argparse.Namespace) -> tuple[Path, bool]:
+    existed = synthetic.is_valid_synthmed(args.root) and not args.force
+    counts = {k: v if v is not None else d for k, v, d in (
+        ("n_train", args.n_train, synthetic.N_TRAIN_PER_CLASS), ("n_val", args.n_val, synthetic.N_VAL_PER_CLASS),
+        ("n_test", args.n_test, synthetic.N_TEST_PER_CLASS))}
+    return synthetic.make_synthmed(args.root, args.seed, force=args.force, **counts), existed
+
+
+def _synthlesion(args: argparse.Namespace) -> tuple[Path, bool]:
+    domain = synthlesion.parse_domain(args.domain)
+    existed = synthlesion.is_valid_synthlesion(args.root) and not args.force
+    counts = {k: v if v is not None else d for k, v, d in (
+        ("n_train", args.n_train, synthlesion.N_TRAIN_PER_CLASS),
+        ("n_val", args.n_val, synthlesion.N_VAL_PER_CLASS),
+        ("n_test", args.n_test, synthlesion.N_TEST_PER_CLASS))}
+    path = synthlesion.make_synthlesion(args.root, args.seed, domain, force=args.force,
+                                        check_hashes=not args.allow_new_data, **counts)
+    return path, existed
+
+
+GENERATORS = {"synthmed": (synthetic.DATASET_NAME, _synthmed), "synthlesion": (synthlesion.DATASET_NAME, _synthlesion)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate the SynthMed synthetic dataset.")
-    parser.add_argument("--root", required=True, type=Path, help=f"data root; the dataset goes to ROOT/{DATASET_NAME}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, type=Path, help="data root; the dataset goes to ROOT/<NAME>")
+    parser.add_argument("--dataset", choices=sorted(GENERATORS), default="synthmed", help="which dataset")
     parser.add_argument("--seed", type=int, default=0, help="non-negative generation seed (default 0)")
     parser.add_argument("--force", action="store_true", help="delete and regenerate an existing dataset")
-    parser.add_argument("--n-train", type=int, default=N_TRAIN_PER_CLASS, help="train images per class")
-    parser.add_argument("--n-val", type=int, default=N_VAL_PER_CLASS, help="val images per class")
-    parser.add_argument("--n-test", type=int, default=N_TEST_PER_CLASS, help="test images per class")
+    parser.add_argument("--domain", default=None,
+                        help="synthlesion: JSON object of acquisition-domain knobs overriding the target domain")
+    parser.add_argument("--allow-new-data", action="store_true",
+                        help="synthlesion: accept data that differ from the recorded reference hashes")
+    parser.add_argument("--n-train", type=int, default=None, help="train images per class")
+    parser.add_argument("--n-val", type=int, default=None, help="val images per class")
+    parser.add_argument("--n-test", type=int, default=None, help="test images per class")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.domain is not None and args.dataset != "synthlesion":
+        print("error: --domain applies to --dataset synthlesion only", file=sys.stderr)
+        return 2
 
-    existed = is_valid_synthmed(args.root) and not args.force
+    name, generate = GENERATORS[args.dataset]
     start = time.perf_counter()
     try:
-        dataset_dir = make_synthmed(
-            args.root, args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, force=args.force
-        )
-    except (FileExistsError, ValueError) as err:
+        dataset_dir, existed = generate(args)
+    except (FileExistsError, ValueError, synthlesion.HashMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
 
-    split = json.loads((dataset_dir / f"split_{DATASET_NAME}.json").read_text())
-    counts = ", ".join(f"{name} {len(items)}" for name, items in split.items())
+    split = json.loads((dataset_dir / f"split_{name}.json").read_text())
+    counts = ", ".join(f"{s} {len(items)}" for s, items in split.items())
     if existed:
-        print(f"{DATASET_NAME} already exists at {dataset_dir} ({counts}); nothing done (use --force to regenerate)")
+        print(f"{name} already exists at {dataset_dir} ({counts}); nothing done (use --force to regenerate)")
     else:
-        print(
-            f"{DATASET_NAME}: wrote {len(SYNTHMED_CLASSES)} classes ({counts}) to {dataset_dir} "
-            f"in {elapsed:.1f}s (seed {args.seed})"
-        )
+        n_classes = len({item[1] for item in split["train"]})
+        print(f"{name}: wrote {n_classes} classes ({counts}) to {dataset_dir} in {elapsed:.1f}s (seed {args.seed})")
     return 0
 
 

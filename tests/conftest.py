@@ -32,3 +32,14 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     make_synthmed(root, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def synthlesion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default SynthLesion dataset (seed 0, target domain; checked against the recorded hashes), once per
+    session; tests must not modify it."""
+    from datasets.synthlesion import make_synthlesion
+
+    root = tmp_path_factory.mktemp("synthlesion")
+    make_synthlesion(root, seed=0, check_hashes=True)
+    return root

@@ -81,3 +81,25 @@ def test_trainer_runs_and_checkpoints_only_what_it_learns(name: str, backbone: s
             if p.requires_grad:
                 assert p.grad is not None, f"{name}: {mod}.{n} got no gradient"
     assert all(p.grad is None for p in trainer.backbone.parameters())
+
+
+B2N = {"ZeroshotCLIP", "CoOp", "CoCoOp", "KgCoOp", "ProGrad", "MaPLe", "BiomedCoOp", "OGKD"}  # can name unseen classes
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trainer_runs_on_synthlesion_with_its_configs(name: str, synthlesion_root: Path, tmp_path: Path) -> None:
+    """Every trainer has SynthLesion configs and runs them on the shipped pre-trained synthlesion-clip."""
+    protocols = ["few_shot", "base_to_novel"] if name in B2N else ["few_shot"]
+    assert Path(f"configs/trainers/{name}/base_to_novel/synthlesion.yaml").is_file() == (name in B2N)
+    for protocol in protocols:
+        out = tmp_path / protocol
+        subsample = ["DATASET.SUBSAMPLE_CLASSES", "base"] if protocol == "base_to_novel" else []
+        args = ["--root", str(synthlesion_root), "--seed", "1", "--trainer", name,
+                "--dataset-config-file", "configs/datasets/synthlesion.yaml",
+                "--config-file", f"configs/trainers/{name}/{protocol}/synthlesion.yaml", "--output-dir", str(out),
+                "DATASET.NUM_SHOTS", "1", "OPTIM.MAX_EPOCH", "1", "MODEL.BACKBONE.NAME", "synthlesion-clip",
+                "VERBOSE", "False", *subsample]
+        assert train.main(args) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert (m["trainer"], m["backbone"], m["dataset"]) == (name, "synthlesion-clip", "SynthLesion")
+        assert m["num_samples"] == (500 if subsample else 1000)

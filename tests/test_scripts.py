@@ -10,16 +10,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_offline_and_prints_a_table(synth_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "DATA_ROOT": str(synth_root), "OUTPUT_ROOT": str(tmp_path / "demo"), "SHOTS": "2",
-           "SEEDS": "1", "EPOCHS": "1", "WORKERS": "0"}
+def test_demo_runs_offline_and_prints_a_table(synthlesion_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_ROOT": str(synthlesion_root), "OUTPUT_ROOT": str(tmp_path / "demo"), "SHOTS": "1",
+           "SEEDS": "1", "EPOCHS": "1"}
     proc = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     trainers = ("BiomedCoOp", "CoOp", "OGKD", "ZeroshotCLIP")
-    assert "| SynthMed  | " in proc.stdout and all(f"| {t} K=2 " in proc.stdout for t in trainers)
+    assert "| SynthLesion  | " in proc.stdout and all(f"| {t} K=1 " in proc.stdout for t in trainers)
     for trainer in trainers:
-        m = json.loads((tmp_path / "demo" / "synthmed" / trainer / "shots2" / "seed1" / "metrics.json").read_text())
-        assert m["backbone"] == "tiny-biomedclip" and m["trainer"] == trainer
+        run = tmp_path / "demo" / "few_shot" / "synthlesion" / trainer / "shots1" / "seed1"
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["backbone"] == "synthlesion-clip" and m["trainer"] == trainer and m["dataset"] == "SynthLesion"
+    for trainer in ("ZeroshotCLIP", "OGKD"):  # the base-to-novel row
+        run = tmp_path / "demo" / "base_to_novel" / "synthlesion" / trainer / "shots16" / "seed1"
+        assert {json.loads((run / half / "metrics.json").read_text())["subsample"] for half in ("base", "new")} == {
+            "base", "new"}
+    assert "## Base-to-novel: accuracy (%), K=16" in proc.stdout
     assert (tmp_path / "demo" / "summary.csv").is_file()
 
