@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,6 @@ class PretrainSettings:
     weight_decay: float = 0.1
     warmup_fraction: float = 0.05
     eval_per_class: int = 200  # zero-shot report: rendered test images per class and domain
-    pool_gamma: tuple[float, float] = (0.8, 1.25)  # acquisition variety in the pool: gamma log-uniform per chunk
 
 
 class _AttributeHeads(nn.Module):
@@ -129,12 +128,7 @@ def render_pool(s: PretrainSettings) -> tuple[torch.Tensor, np.ndarray]:
     rng = np.random.default_rng([s.seed, 1])
     combos = sl.pretraining_combinations()
     codes = combos[rng.integers(len(combos), size=s.pool_size)]
-    images = np.empty((s.pool_size, sl.IMAGE_SIZE, sl.IMAGE_SIZE), np.uint8)
-    low, high = np.log(s.pool_gamma)
-    for start in range(0, s.pool_size, sl.CHUNK):
-        domain = replace(sl.SOURCE_DOMAIN, gamma=float(np.exp(rng.uniform(low, high))))
-        images[start:start + sl.CHUNK] = sl.render(codes[start:start + sl.CHUNK], rng, domain)
-    return torch.from_numpy(images), codes
+    return torch.from_numpy(sl.render(codes, rng, sl.SOURCE_DOMAIN)), codes
 
 
 def train(s: PretrainSettings, progress: Callable[[int, float], None] | None = None) -> nn.Module:

@@ -425,6 +425,17 @@ def _generate(out_dir: Path, seed: int, counts: dict[str, int]) -> None:
     (out_dir / PROMPT_BANK_FILE).write_text(_bank_json())
 
 
+def check_generator_args(seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, int]:
+    """Validate a generator's seed and per-class counts (``ValueError``); return the counts by split."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    bad = {k: v for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1}
+    if bad:
+        raise ValueError(f"images per class must be integers ≥ 1, got {bad}")
+    return {k: int(v) for k, v in counts.items()}
+
+
 def make_synthmed(
     root: str | Path,
     seed: int = 0,
@@ -448,12 +459,7 @@ def make_synthmed(
     Generation writes to ``root/.SynthMed.partial`` and renames at the end, so a crash never leaves a
     half-written dataset behind.
     """
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    counts = {"train": n_train, "val": n_val, "test": n_test}
-    bad = {k: v for k, v in counts.items() if not isinstance(v, (int, np.integer)) or v < 1}
-    if bad:
-        raise ValueError(f"images per class must be integers ≥ 1, got {bad}")
+    counts = check_generator_args(seed, n_train, n_val, n_test)
     root = Path(root)
     dataset_dir = root / DATASET_NAME
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datasets.synthetic import class_folder
+from datasets.synthetic import check_generator_args, class_folder
 from engine.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -478,12 +478,7 @@ def make_synthlesion(root: str | Path, seed: int = 0, domain: AcquisitionDomain 
     renamed at the end, so a crash never leaves a half-written dataset. ``check_hashes`` compares the default
     dataset with ``REFERENCE_HASHES`` (``HashMismatchError`` on a difference).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    counts = {"train": n_train, "val": n_val, "test": n_test}
-    bad = {k: v for k, v in counts.items() if not isinstance(v, (int, np.integer)) or v < 1}
-    if bad:
-        raise ValueError(f"images per class must be integers ≥ 1, got {bad}")
+    counts = check_generator_args(seed, n_train, n_val, n_test)
     root = Path(root)
     dataset_dir = root / DATASET_NAME
     wanted = {"version": GENERATOR_VERSION, "seed": int(seed), "domain": domain.as_dict(),

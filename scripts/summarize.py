@@ -2,6 +2,7 @@
 """Summarise every run under OUTPUT_ROOT from its metrics.json (never from logs).
 
     python scripts/summarize.py OUTPUT_ROOT [--seeds 1 2 3] [--metrics accuracy macro_f1 ece]
+                                [--layout datasets|trainers] [--order OGKD BiomedCoOp …]
 
 Runs are classified by the content of metrics.json, not by their path: ``"subsample": "all"`` is a few-shot run,
 ``"base"`` / ``"new"`` are the two halves of a base-to-novel run. One table per protocol and metric:
@@ -345,6 +346,59 @@ def _base2novel_table(runs: Sequence[Run], metric: str, k: int, expected: Sequen
     return Table("base2novel", metric, title, header, rows, notes, csv_rows)
 
 
+# ---------------------------------------------------------------------------------------------------- layouts
+def _csv_cell(value: object, std: object = "", missing: object = "") -> str:
+    """A Markdown cell from CSV strings: ``70.00 ± 1.00 †(missing 3)``, ``70.00``, or ``—``."""
+    if value in ("", None):
+        return NO_RUN
+    text = f"{float(value):.2f}" + (f" ± {float(std):.2f}" if std not in ("", None) else "")
+    return text + (_missing_mark([int(x) for x in str(missing).split()]) if missing else "")
+
+
+def by_trainer(table: Table, order: Sequence[str] = ()) -> list[Table]:
+    """The same cells with trainers as rows: one table per dataset (and one for the Average row).
+
+    Few-shot: columns = K; base-to-novel: columns = base / novel / HM. Rows follow ``order`` (trainer names), then
+    the others alphabetically. Built from ``table.csv_rows``, so the numbers are those of ``table``."""
+    show_backbone = len({r["backbone"] for r in table.csv_rows}) > 1
+
+    def label(row: dict[str, object]) -> str:
+        return _label(str(row["trainer"]), str(row["backbone"]) or None, show_backbone)
+
+    datasets = list(dict.fromkeys(str(r["dataset"]) for r in table.csv_rows))
+    if len(datasets) == 2 and "Average" in datasets:  # one dataset: its Average row repeats it
+        datasets.remove("Average")
+    rank = {name: i for i, name in enumerate(order)}
+    tables = []
+    for dataset in datasets:
+        by_label: dict[str, list[dict[str, object]]] = defaultdict(list)
+        for r in table.csv_rows:
+            if r["dataset"] == dataset:
+                by_label[label(r)].append(r)
+        labels = sorted(by_label, key=lambda lab: (rank.get(lab.split(" (")[0], len(rank)), lab))
+        if table.protocol == "fewshot":
+            shots = sorted({int(r["shots"]) for rs in by_label.values() for r in rs},
+                           key=lambda k: math.inf if k == ALL_SHOTS else k)
+            header = ["trainer", *(f"K={_shots(k)}" for k in shots)]
+            rows = []
+            for lab in labels:
+                cells = {int(r["shots"]): _csv_cell(r.get("mean"), r.get("std"), r.get("missing_seeds"))
+                         for r in by_label[lab]}
+                rows.append([lab, *(cells.get(k, NO_RUN) for k in shots)])
+        else:
+            header = ["trainer", "base", "novel", "HM"]
+            rows = []
+            for lab in labels:
+                r = by_label[lab][0]
+                miss = r.get("missing_seeds", "")
+                rows.append([lab, _csv_cell(r.get("base_mean"), r.get("base_std"), miss),
+                             _csv_cell(r.get("novel_mean"), r.get("novel_std"), miss),
+                             _csv_cell(r.get("hm"), "", miss)])
+        tables.append(Table(table.protocol, table.metric, f"{table.title} — {dataset}", header, rows,
+                            table.notes, []))
+    return tables
+
+
 # ---------------------------------------------------------------------------------------------------- driver
 def build_tables(runs: Sequence[Run], metrics: Sequence[str], seeds: Sequence[int] | None = None) -> list[Table]:
     """Every table with data: few-shot tables first, then base-to-novel, each in ``metrics`` order."""
@@ -379,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output_root", type=Path, help="folder searched recursively for metrics.json")
     p.add_argument("--seeds", type=int, nargs="+", help="expected seeds (default: every seed found, per protocol)")
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), help="metrics to tabulate")
+    p.add_argument("--layout", choices=("datasets", "trainers"), default="datasets",
+                   help="Markdown layout: rows = datasets (default), or rows = trainers with one table per dataset "
+                        "(columns K, or base / novel / HM); the CSV files are the same")
+    p.add_argument("--order", nargs="+", default=[], metavar="TRAINER",
+                   help="with --layout trainers: row order of these trainers (the others follow alphabetically)")
     args = p.parse_args(argv)
     root: Path = args.output_root
     if not root.is_dir():
@@ -405,7 +464,13 @@ def main(argv: list[str] | None = None) -> int:
               f"metrics{' and seeds' if seeds else ''})", file=sys.stderr)
         return 1
 
-    text = "\n\n".join(t.markdown() for t in tables) + "\n"
+    shown = tables
+    if args.layout == "trainers":
+        unknown = [t for t in args.order if t not in {r.trainer for r in runs}]
+        if unknown:
+            print(f"warning: --order names trainers with no run: {', '.join(unknown)}", file=sys.stderr)
+        shown = [pivot for t in tables for pivot in by_trainer(t, args.order)]
+    text = "\n\n".join(t.markdown() for t in shown) + "\n"
     (root / "summary.md").write_text(text, encoding="utf-8")
     written = ["summary.md"]
     by_file: dict[str, list[dict[str, object]]] = defaultdict(list)

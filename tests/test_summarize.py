@@ -218,3 +218,27 @@ def test_command_line(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path / "nope")], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
+
+
+def test_layout_trainers_pivots_the_same_numbers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for seed, (a, b) in enumerate(((50.0, 70.0), (60.0, 80.0)), start=1):
+        _write(tmp_path, "Alpha", "CoOp", seed, a, shots=4)
+        _write(tmp_path, "Alpha", "OGKD", seed, b, shots=4)
+        _write(tmp_path, "Alpha", "OGKD", seed, b + 1, shots=16)
+        _write(tmp_path, "Alpha", "OGKD", seed, 40.0 + seed, subsample="base")
+        _write(tmp_path, "Alpha", "OGKD", seed, 20.0 + seed, subsample="new")
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--layout", "trainers",
+                           "--order", "OGKD", "Nobody"]) == 0
+    assert "--order names trainers with no run: Nobody" in capsys.readouterr().err
+    tables = _tables(tmp_path)
+    few = tables["Few-shot: accuracy (%) — Alpha"]
+    assert few[0] == ["trainer", "K=4", "K=16"] and [r[0] for r in few[1:]] == ["OGKD", "CoOp"]  # --order first
+    assert _cell(few, "CoOp", "K=4") == "55.00 ± 5.00" and _cell(few, "CoOp", "K=16") == "—"
+    assert _cell(few, "OGKD", "K=16") == "76.00 ± 5.00"
+    b2n = tables["Base-to-novel: accuracy (%), K=16 — Alpha"]
+    assert b2n[0] == ["trainer", "base", "novel", "HM"]
+    assert b2n[1] == ["OGKD", "41.50 ± 0.50", "21.50 ± 0.50", f"{_hm(41.5, 21.5):.2f}"]
+    # the CSV files do not depend on the layout
+    rows = _csv(tmp_path / "fewshot_accuracy.csv")
+    assert {(r["trainer"], r["shots"], r["mean"]) for r in rows if r["dataset"] == "Alpha"} == {
+        ("CoOp", "4", "55.0000"), ("OGKD", "4", "75.0000"), ("OGKD", "16", "76.0000")}
