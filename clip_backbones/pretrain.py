@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 from collections.abc import Callable
@@ -33,8 +32,6 @@ from torch import nn
 
 from datasets import synthlesion as sl
 from engine.utils import atomic_write_text
-
-logger = logging.getLogger(__name__)
 
 MODEL_CFG: dict = {
     "embed_dim": 64,

@@ -57,7 +57,7 @@ run() {  # label out flags… — one train.py run; its console output goes to o
   local label=$1 out=$2; shift 2
   local t0=$SECONDS
   mkdir -p "$out"
-  printf '>>> %-44s' "$label"
+  printf '>>> %-48s' "$label"
   if python train.py --root "$DATA_ROOT" --output-dir "$out" "$@" > "$out/console.log" 2>&1; then
     python -c "import json,sys; print(f\"accuracy {json.load(open(sys.argv[1]))['accuracy']:6.2f} %\", end='')" \
       "$out/metrics.json"
@@ -87,5 +87,6 @@ for trainer in $B2N_TRAINERS; do
 done
 
 echo
-python scripts/summarize.py "$OUTPUT_ROOT" --metrics accuracy
+# shellcheck disable=SC2086
+python scripts/summarize.py "$OUTPUT_ROOT" --metrics accuracy --layout trainers --order $TRAINERS $B2N_TRAINERS
 echo "demo finished in $(( $(date +%s) - start )) s"

@@ -14,9 +14,10 @@ import pytest
 import train
 
 SHOTS = 4
-# Measured on 2026-12-01 (K = 4, seeds 1–3, configs/trainers/<T>/few_shot/synthlesion.yaml): see README
-# "SynthLesion". The smallest gain over zero-shot across seeds was well above these margins.
-MARGIN = {"CoOp": 5.0, "BiomedCoOp": 5.0, "OGKD": 5.0}
+# Measured on 2026-12-01 by scripts/run_fewshot.sh (K = 4, seeds 1 / 2 / 3; zero-shot 35.7 on the same 1000 test
+# images): CoOp 44.0 / 44.1 / 40.7, BiomedCoOp 44.0 / 43.1 / 40.6, OGKD 42.9 / 43.2 / 40.7 — the smallest gain over
+# zero-shot across seeds is 4.9 points; this test runs seed 1 (gains 8.3 / 8.3 / 7.2) and asks for 4.
+MARGIN = {"CoOp": 4.0, "BiomedCoOp": 4.0, "OGKD": 4.0}
 
 
 def _run(root: Path, out: Path, trainer: str, protocol: str = "few_shot", *opts: str, seed: int = 1) -> dict:
