@@ -133,7 +133,6 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
     from engine.utils import set_deterministic, set_random_seed
 
     expected = (BackboneError, ConfigError, DatasetError, ImageReadError, RegistryError, CheckpointError, ValueError)
-    (Path(cfg.OUTPUT_DIR) / "metrics.json").unlink(missing_ok=True)  # a failed run must not leave stale results
     try:
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)

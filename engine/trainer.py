@@ -400,7 +400,11 @@ class TrainerBase:
 
     # ------------------------------------------------------------------ run directory
     def write_run_files(self) -> None:
-        """``config.yaml`` and ``fewshot_split.json`` (written before training, so a crashed run is auditable)."""
+        """``config.yaml`` and ``fewshot_split.json`` (written before training, so a crashed run is auditable).
+
+        Called once a run has passed its checks and commits to producing new results: a ``metrics.json`` left in the
+        folder is removed here, never earlier, so a refused command cannot destroy a finished run's result."""
+        (self.output_dir / "metrics.json").unlink(missing_ok=True)  # a failed run must not leave stale results
         atomic_write_text(self.output_dir / "config.yaml", self.cfg.dump())
         record = {
             "dataset": self.cfg.DATASET.NAME,

@@ -62,7 +62,12 @@ grid_trainer_config() {  # trainer protocol dataset → the trainer YAML
 grid_run() {
   local label=$1 out=$2; shift 2
   if [ -f "$out/metrics.json" ]; then
-    N_SKIPPED=$((N_SKIPPED + 1)); echo "skip   $label (done)"; return 0
+    if grid_metrics_ok "$out/metrics.json"; then
+      N_SKIPPED=$((N_SKIPPED + 1)); echo "skip   $label (done)"; return 0
+    fi
+    # an unreadable or truncated result is not a finished run: keep it aside and redo (resumes from checkpoints)
+    mv -f "$out/metrics.json" "$out/metrics.json.bad"
+    echo "redo   $label: its metrics.json was unreadable (kept as metrics.json.bad)"
   fi
   mkdir -p "$out"
   local start=$SECONDS extra=()
@@ -82,6 +87,11 @@ grid_run() {
     exit 1
   fi
   return 1
+}
+
+grid_metrics_ok() {  # metrics.json → status 0 if it is a JSON object with a finite accuracy
+  "$PYTHON" -c "import json, math, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if isinstance(m, dict) and
+    isinstance(m.get('accuracy'), (int, float)) and math.isfinite(m['accuracy']) else 1)" "$1" 2>/dev/null
 }
 
 grid_finish() {  # $1 = protocol folder to summarise

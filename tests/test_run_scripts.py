@@ -36,6 +36,18 @@ def test_fewshot_grid_then_nothing_to_redo(synth_root: Path, tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr
     assert "0 done, 4 already complete" in again.stdout and "\nrun " not in again.stdout
     assert _mtimes(out) == before
+    # regression: a truncated metrics.json used to count as complete forever; now that run alone is redone
+    broken = out / "few_shot/synthmed/CoOp/shots1/seed2/metrics.json"
+    good = json.loads(broken.read_text())
+    broken.write_text(broken.read_text()[:40])
+    third = grid("run_fewshot.sh", synth_root, out, SHOTS="1 2", SEEDS="1 2", TRAINERS="CoOp")
+    assert third.returncode == 0, third.stderr
+    assert "redo   synthmed CoOp shots1 seed2: its metrics.json was unreadable" in third.stdout
+    assert "1 done, 3 already complete" in third.stdout
+    redone = json.loads(broken.read_text())
+    assert {k: v for k, v in redone.items() if k != "wall_time_s"} == {
+        k: v for k, v in good.items() if k != "wall_time_s"}
+    assert (broken.parent / "metrics.json.bad").is_file()
 
 
 def test_base2novel_grid_then_nothing_to_redo(synth_root: Path, tmp_path: Path) -> None:

@@ -218,3 +218,17 @@ def test_data_loader_workers_keep_runs_reproducible(synth_root: Path, tmp_path: 
     a, b = tmp_path / "a", tmp_path / "b"
     assert run(synth_root, a, opts=opts) == 0 and run(synth_root, b, opts=opts) == 0
     assert metrics(a) == metrics(b)
+
+
+def test_a_refused_command_keeps_the_finished_result(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: train.py used to delete metrics.json before any check, so a refused rerun lost the result."""
+    import shutil
+
+    done = tmp_path / "done"
+    shutil.copytree(coop_run, done)
+    before = (done / "metrics.json").read_bytes()
+    assert run(synth_root, done, opts=[*FAST, "OPTIM.LR", "0.5"]) == 1  # other config into a finished run: refused
+    assert "different config" in caplog.text
+    assert run(synth_root, done, "--eval-only", "--model-dir", str(done), "--load-epoch", "99") == 1  # no such epoch
+    assert (done / "metrics.json").read_bytes() == before
