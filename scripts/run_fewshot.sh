@@ -8,8 +8,9 @@
 #   BACKBONE (BiomedCLIP)  EXTRA (extra KEY VALUE config pairs, e.g. "OPTIM.MAX_EPOCH 10")  PYTHON (python)
 # Trainer config: configs/trainers/<T>/few_shot/<dataset>.yaml, else configs/trainers/<T>/few_shot.yaml.
 # Runs land in OUTPUT_ROOT/few_shot/<dataset>/<trainer>/shots<K>/seed<S>/. A run whose metrics.json is readable is
-# skipped (an unreadable one is kept as metrics.json.bad and redone); an interrupted one resumes from its last epoch. The first failure stops the grid (its log's last lines
-# are shown) unless --keep-going. At the end: python scripts/summarize.py OUTPUT_ROOT/few_shot.
+# skipped (an unreadable one is kept as metrics.json.bad and redone); an interrupted one resumes from its last
+# epoch. The first failure stops the grid (its log's last lines are shown) unless --keep-going. At the end:
+# python scripts/summarize.py OUTPUT_ROOT/few_shot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_grid.sh
