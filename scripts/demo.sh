@@ -47,11 +47,9 @@ opts=(MODEL.BACKBONE.NAME "$BACKBONE" USE_CUDA False VERBOSE False)
 [ -n "${EPOCHS:-}" ] && opts+=(OPTIM.MAX_EPOCH "$EPOCHS")
 [ -n "${WORKERS:-}" ] && opts+=(DATALOADER.NUM_WORKERS "$WORKERS")
 
-config_for() {  # trainer protocol → its config for this dataset
-  local c="configs/trainers/$1/$2/$DATASET.yaml"
-  [ -f "$c" ] || c="configs/trainers/$1/$2.yaml"
-  echo "$c"
-}
+# grid_trainer_config (the grids' config lookup); sourced after the demo's own defaults, which it keeps
+source scripts/_grid.sh
+config_for() { grid_trainer_config "$1" "$2" "$DATASET"; }
 
 run() {  # label out flags… — one train.py run; its console output goes to out/console.log
   local label=$1 out=$2; shift 2
