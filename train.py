@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=str, default="", help="run directory to load the model from")
     p.add_argument("--load-epoch", type=int, default=None, help="checkpoint epoch to load (default: the final one)")
     p.add_argument("--no-train", action="store_true", help="build everything, then stop")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the feature cache (CACHE.ENABLED False): compute every frozen feature")
     p.add_argument("--list-trainers", action="store_true", help="print the registered trainers and exit")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
@@ -76,6 +78,8 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
+    if args.no_cache:
+        cfg.CACHE.ENABLED = False
     merge_from_list(cfg, args.opts or [])
     return cfg
 

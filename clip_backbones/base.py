@@ -75,6 +75,15 @@ class Backbone(nn.Module, ABC):
         self.eval()
 
     # ----------------------------------------------------------------------------------------- common
+    def weights_fingerprint(self) -> str:
+        """SHA-256 over the model's parameter and buffer names, shapes, dtypes and bytes; computed once (the
+        backbone is frozen). It keys the feature cache: other weights never reuse cached features."""
+        if self.__dict__.get("_weights_fingerprint") is None:
+            from engine.cache import fingerprint_module
+
+            self.__dict__["_weights_fingerprint"] = fingerprint_module(self.model)
+        return self.__dict__["_weights_fingerprint"]
+
     @property
     def logit_scale(self) -> torch.Tensor:
         """exp(logit_scale) of the model, a 0-d tensor without gradient."""
@@ -164,12 +173,19 @@ class Backbone(nn.Module, ABC):
         """The text tower's token-embedding table."""
 
     @abstractmethod
+    def text_length(self, tokens: torch.Tensor) -> int:
+        """The length the padded ``tokens`` [N, L] are trimmed to: the longest real prompt (one host sync)."""
+
+    @abstractmethod
     def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, *,
-                                    deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+                                    deep_prompts: Sequence[torch.Tensor] = (),
+                                    length: int | None = None) -> torch.Tensor:
         """Encode text given its token embeddings (learned context vectors may be spliced in).
 
         The padded context is trimmed to the longest real prompt of the batch before the transformer runs;
-        the result equals :meth:`encode_text` up to float rounding when ``embeddings`` are unmodified.
+        the result equals :meth:`encode_text` up to float rounding when ``embeddings`` are unmodified. ``length``
+        = :meth:`text_length` of ``tokens`` when the caller knows it (a prompt learner's fixed prompts): then
+        nothing waits for the device.
 
         Args:
             embeddings: Tensor[N, L, text_width]; gradients flow into it.

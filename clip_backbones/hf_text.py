@@ -61,20 +61,26 @@ class HFTextBackbone(Backbone):
         tokens = self.tokenize([text])[0]
         return int((~torch.isin(tokens, self._special_ids)).sum())
 
+    def text_length(self, tokens: torch.Tensor) -> int:
+        return int((tokens != self.pad_token_id).sum(dim=1).max())  # right padding
+
     def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, *,
-                                    deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+                                    deep_prompts: Sequence[torch.Tensor] = (),
+                                    length: int | None = None) -> torch.Tensor:
         self._check_text_args(embeddings, tokens, deep_prompts)
-        embeddings, mask = self._text_inputs(embeddings, tokens)
+        embeddings, mask = self._text_inputs(embeddings, tokens, length)
         if deep_prompts:
             out = self._layered_transformer(embeddings, mask, deep_prompts)
         else:
             out = self.model.text.transformer(inputs_embeds=embeddings, attention_mask=mask)
         return self._text_outputs(out, mask)
 
-    def _text_inputs(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _text_inputs(self, embeddings: torch.Tensor, tokens: torch.Tensor,
+                     length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings [N, T, W], attention mask LongTensor[N, T]) trimmed to the longest real prompt, T ≤ L."""
         mask = (tokens.to(embeddings.device) != self.pad_token_id).long()
-        length = int(mask.sum(dim=1).max())  # right padding: the longest real prompt of the batch
+        if length is None:
+            length = int(mask.sum(dim=1).max())  # right padding: the longest real prompt of the batch
         return embeddings[:, :length], mask[:, :length]
 
     def _layered_transformer(self, embeddings: torch.Tensor, mask: torch.Tensor,

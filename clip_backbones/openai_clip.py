@@ -57,10 +57,14 @@ class OpenAIClipBackbone(Backbone):
         tokens = self.tokenize([text])[0]
         return int(tokens.argmax()) - self.prompt_start  # tokens strictly between start and end-of-text
 
+    def text_length(self, tokens: torch.Tensor) -> int:
+        return int(tokens.argmax(dim=-1).max()) + 1  # end-of-text has the largest id: its position + 1
+
     def encode_text_from_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, *,
-                                    deep_prompts: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+                                    deep_prompts: Sequence[torch.Tensor] = (),
+                                    length: int | None = None) -> torch.Tensor:
         self._check_text_args(embeddings, tokens, deep_prompts)
-        x, attn_mask, eot = self._text_inputs(embeddings, tokens)
+        x, attn_mask, eot = self._text_inputs(embeddings, tokens, length)
         m = self.model
         if deep_prompts:
             x = run_blocks(m.transformer.resblocks, x, deep_prompts, self.prompt_start,
@@ -69,13 +73,14 @@ class OpenAIClipBackbone(Backbone):
             x = m.transformer(x, attn_mask=attn_mask)
         return self._text_outputs(x, eot)
 
-    def _text_inputs(self, embeddings: torch.Tensor,
-                     tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _text_inputs(self, embeddings: torch.Tensor, tokens: torch.Tensor,
+                     length: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(transformer input [N, T, W] with positions added, causal mask [T, T], end-of-text index LongTensor[N]),
         trimmed to the longest real prompt of the batch, T ≤ L."""
         m = self.model
         eot = tokens.to(embeddings.device).argmax(dim=-1)
-        length = int(eot.max()) + 1  # the longest real prompt of the batch, end-of-text included
+        if length is None:
+            length = int(eot.max()) + 1  # the longest real prompt of the batch, end-of-text included
         cast_dtype = m.transformer.get_cast_dtype()
         x = embeddings[:, :length].to(cast_dtype) + m.positional_embedding[:length].to(cast_dtype)
         return x, m.attn_mask[:length, :length], eot

@@ -85,6 +85,9 @@ def _base_defaults() -> CN:
     _C.MODEL.BACKBONE = CN()
     _C.MODEL.BACKBONE.NAME = "BiomedCLIP"  # ours: selects the backbone (Dassl only printed it)
     _C.MODEL.BACKBONE.PRETRAINED = True  # accepted for Dassl YAML compatibility; named backbones load their weights
+    # ours: precision of the frozen towers' no-grad passes (image features, teacher bank): "auto" = bf16 on CUDA,
+    # fp32 on the CPU; or fp32 / bf16 / fp16. The learned parts follow TRAINER.<NAME>.PREC.
+    _C.MODEL.BACKBONE.FROZEN_PREC = "auto"
     _C.MODEL.HEAD = CN()
     _C.MODEL.HEAD.NAME = ""
     _C.MODEL.HEAD.HIDDEN_LAYERS = ()
@@ -119,6 +122,13 @@ def _base_defaults() -> CN:
     _C.TRAIN.CHECKPOINT_FREQ = 0
     _C.TRAIN.PRINT_FREQ = 10
     _C.TRAIN.COUNT_ITER = "train_x"
+    # ours: trainers with a frozen, unprompted image tower encode each epoch's augmented views in no-grad batches of
+    # this many images before the optimisation steps (same views, same results); 0 = encode inside every step
+    _C.TRAIN.ENCODE_BATCH_SIZE = 256
+
+    _C.CACHE = CN()  # ours: disk cache of frozen-tower outputs (evaluation image features, teacher prompt banks)
+    _C.CACHE.ENABLED = True  # False (train.py --no-cache): compute everything, read and write nothing
+    _C.CACHE.DIR = ""  # "" → $OGKD_CACHE_DIR, else $XDG_CACHE_HOME/ogkd-toolkit (~/.cache/ogkd-toolkit)
 
     _C.TEST = CN()
     _C.TEST.EVALUATOR = "Classification"  # the only evaluator

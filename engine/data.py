@@ -28,6 +28,7 @@ from torchvision import transforms as T
 from yacs.config import CfgNode
 
 from engine.registry import DATASET_REGISTRY
+from engine.utils import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -273,18 +274,31 @@ def build_transform(cfg: CfgNode, pre: Preprocessing, *, is_train: bool) -> T.Co
 
 
 class DatasetWrapper(Dataset):
-    """Datum list + transform → dicts ``{"img", "label", "impath", "index"}``."""
+    """Datum list + transform → dicts ``{"img", "label", "impath", "index"}``.
 
-    def __init__(self, items: Sequence[Datum], transform: T.Compose) -> None:
+    With ``seed`` set (the training set), item i's random augmentation in epoch e is drawn from its own stream,
+    seeded from (seed, e, i) under a forked RNG: the views depend neither on the batch order, the number of workers
+    nor on anything else that draws random numbers (text dropout), and the global RNG is left untouched."""
+
+    def __init__(self, items: Sequence[Datum], transform: T.Compose, *, seed: int | None = None) -> None:
         self.items = list(items)
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         d = self.items[idx]
-        return {"img": self.transform(read_image(d.impath)), "label": d.label, "impath": d.impath, "index": idx}
+        img = read_image(d.impath)
+        if self.seed is None:
+            x = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, "augment", self.epoch, idx))
+                x = self.transform(img)
+        return {"img": x, "label": d.label, "impath": d.impath, "index": idx}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -314,7 +328,7 @@ class DataManager:
             if not items:
                 return None
             return DataLoader(
-                DatasetWrapper(items, tfm),
+                DatasetWrapper(items, tfm, seed=int(cfg.SEED) if train else None),
                 batch_size=batch,
                 shuffle=train,
                 generator=self.generator if train else None,
@@ -330,6 +344,12 @@ class DataManager:
         self.num_classes = ds.num_classes
         self.lab2cname = ds.lab2cname
         self.classnames = ds.classnames
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """Seed the training loader's shuffling from ``seed`` and its augmentations from (SEED, ``epoch``, item)."""
+        self.generator.manual_seed(seed)
+        if self.train_loader_x is not None:
+            self.train_loader_x.dataset.epoch = epoch
 
     def summary(self) -> str:
         ds = self.dataset

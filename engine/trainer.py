@@ -6,27 +6,45 @@ A method implements ``build_model`` (build its module on ``self.backbone``, free
 progress bar, evaluation, checkpoints of the registered modules' trainable tensors, resume, eval-only and the
 run directory (``config.yaml``, ``log.txt``, ``metrics.json``, ``fewshot_split.json``).
 
-Reproducibility: each epoch's shuffling, augmentation and dropout are seeded from (SEED, epoch), so an
-interrupted run resumed from its last checkpoint ends with the same numbers as an uninterrupted one.
+Reproducibility: each epoch's shuffling and dropout are seeded from (SEED, epoch) and each training image's
+augmentation from (SEED, epoch, item), so an interrupted run resumed from its last checkpoint ends with the same
+numbers as an uninterrupted one, whatever the number of data-loader workers.
+
+Frozen towers are paid once (``frozen_image_tower`` trainers: all but MaPLe):
+
+* evaluation runs on the split's image features, encoded once per run (``split_features``) and kept in the disk
+  cache (:mod:`engine.cache`) under a key covering the backbone's weights, the test-time preprocessing, the exact
+  image files, the device type and the frozen precision, so a second run on the same data only reads them;
+* with ``batched_train_features`` (the prompt learners) each epoch's augmented views — the very views the per-step
+  loop would draw — are encoded in no-grad batches of ``TRAIN.ENCODE_BATCH_SIZE`` images before the optimisation
+  steps, which then run on the stored features (``batch["frozen"]``).
+
+A training step never synchronises with the host: a non-finite loss is recorded on the device and raised as
+``FloatingPointError`` at the next print point or at the end of the epoch, before any checkpoint is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from engine.cache import FeatureCache
 from engine.config import flat_items
-from engine.data import DataManager
+from engine.data import DataManager, Datum
 from engine.evaluation import Classification
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.registry import TRAINER_REGISTRY
@@ -37,6 +55,8 @@ from engine.utils import (
     derive_seed,
     git_commit,
     package_versions,
+    peak_memory_mib,
+    process_age_s,
     select_device,
     set_random_seed,
 )
@@ -46,6 +66,20 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "model.pth.tar-"
 BEST_CHECKPOINT = "model-best.pth.tar"
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
+FROZEN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: metrics.json keys that measure the run's cost (they differ between two runs with identical results)
+COST_KEYS = ("wall_time_s", "timings_s", "peak_rss_mib", "peak_gpu_mib")
+#: config keys that change neither what a run learns nor its numbers: a run may resume across them
+RESUME_NEUTRAL_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "CACHE.ENABLED", "CACHE.DIR")
+
+
+def items_digest(items: Sequence[Datum]) -> str:
+    """SHA-256 over the image files of ``items`` (path, size, modification time), in order."""
+    h = hashlib.sha256()
+    for d in items:
+        st = os.stat(d.impath)
+        h.update(f"{d.impath}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 class CheckpointError(RuntimeError):
@@ -57,8 +91,15 @@ class TrainerBase:
 
     #: the trainer's config node name under TRAINER (e.g. "COOP"); used for PREC
     cfg_node: str | None = None
+    #: the method leaves the image tower frozen and unprompted: logits come from its features
+    #: (:meth:`logits_from_features`), so evaluation runs on cached features
+    frozen_image_tower: bool = False
+    #: training steps accept pre-encoded frozen features (``batch["frozen"]``, see :meth:`encode_frozen`)
+    batched_train_features: bool = False
 
     def __init__(self, cfg: CfgNode) -> None:
+        age = process_age_s()
+        self.timings: dict[str, float] = {"process_start_s": round(age, 3)} if age is not None else {}
         self.cfg = cfg
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.device = select_device(cfg.USE_CUDA)
@@ -70,17 +111,26 @@ class TrainerBase:
         self.max_epoch = int(cfg.OPTIM.MAX_EPOCH)
         self.precision = self._precision()
         self._scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.frozen_precision = self._frozen_precision()
+        self.cache = FeatureCache(cfg.CACHE.DIR or None, enabled=bool(cfg.CACHE.ENABLED))
+        self._split_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._nonfinite: torch.Tensor | None = None
 
         t0 = time.perf_counter()
         self.backbone = self.build_backbone()
+        t1 = time.perf_counter()
         self.dm = DataManager(cfg, self.backbone)
         logger.info(self.dm.summary())
+        t2 = time.perf_counter()
         self.classnames: list[str] = self.dm.classnames
         self.num_classes = self.dm.num_classes
         self.build_model()
         self.evaluator = Classification(self.classnames, per_class_result=cfg.TEST.PER_CLASS_RESULT)
         self.startup_time_s = time.perf_counter() - t0
+        self.timings.update(backbone_s=t1 - t0, data_s=t2 - t1, model_s=time.perf_counter() - t2)
         logger.info("start-up (backbone + data + model): %.2f s", self.startup_time_s)
+        if self.frozen_image_tower:
+            logger.info(self.cache.describe())
         n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
         logger.info("registered modules: %s; trainable parameters: %d", list(self._models) or "none", n_train)
 
@@ -94,7 +144,9 @@ class TrainerBase:
         raise NotImplementedError
 
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits [B, C] for a batch of images."""
+        """Logits [B, C] for a batch of images (``frozen_image_tower`` trainers: from their frozen features)."""
+        if self.frozen_image_tower:
+            return self.logits_from_features(self.encode_frozen(images)["g"])
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for methods
@@ -122,6 +174,98 @@ class TrainerBase:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def _frozen_precision(self) -> str:
+        prec = str(self.cfg.MODEL.BACKBONE.FROZEN_PREC).lower()
+        if prec not in FROZEN_PRECISIONS:
+            raise ValueError(f"MODEL.BACKBONE.FROZEN_PREC must be one of {FROZEN_PRECISIONS}, got {prec!r}")
+        if prec == "auto":
+            prec = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if prec != "fp32":
+            logger.info("frozen towers (no-grad image features, teacher bank) run under %s autocast", prec)
+        return prec
+
+    def frozen_autocast(self) -> contextlib.AbstractContextManager:
+        """The context of the frozen towers' no-grad passes (``MODEL.BACKBONE.FROZEN_PREC``)."""
+        if self.frozen_precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.frozen_precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ frozen features
+    @torch.no_grad()
+    def encode_frozen(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a step needs from the frozen image tower for ``images`` [B, 3, H, W]: ``{"g": normalised global
+        features [B, E] (fp32)}``; subclasses may add entries (OGKD: patch tokens)."""
+        with self.frozen_autocast():
+            g, _ = self.backbone.encode_image(images)
+        return {"g": F.normalize(g.float(), dim=-1)}
+
+    def frozen_features(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The batch's frozen features: pre-encoded (batched per epoch) or encoded now from ``batch["img"]``."""
+        if "frozen" in batch:
+            return batch["frozen"]
+        return self.encode_frozen(batch["img"].to(self.device, non_blocking=True))
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C] from normalised global image features [B, E] (``frozen_image_tower`` trainers)."""
+        raise NotImplementedError
+
+    def cache_key(self, kind: str, **parts: Any) -> dict[str, Any]:
+        """A feature-cache key: ``parts`` plus what every frozen-tower output depends on (the backbone's name and
+        weights, the device type, the frozen precision, the library versions)."""
+        return {"kind": kind, **parts, "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                "weights": self.backbone.weights_fingerprint(), "device": self.device.type,
+                "precision": self.frozen_precision, "versions": package_versions()}
+
+    def cached(self, key: Callable[[], dict[str, Any]], compute: Callable[[], dict[str, torch.Tensor]],
+               what: str) -> dict[str, torch.Tensor]:
+        """``compute()`` through the disk cache: read under ``key()`` if present, else compute and store.
+
+        ``key`` is a function so that nothing is hashed when the cache is off."""
+        if not self.cache.enabled:
+            return compute()
+        k = key()
+        hit = self.cache.get(k, self.device)
+        if hit is not None:
+            logger.info("%s: read from the feature cache (%s)", what, self.cache.path(k).name[:12])
+            return hit
+        out = compute()
+        path = self.cache.put(k, out)
+        if path is not None:
+            logger.info("%s: stored in the feature cache (%s, %.1f MiB)", what, path.name[:12],
+                        path.stat().st_size / 2**20)
+        return out
+
+    def _items(self, split: str) -> list[Datum]:
+        return self.dm.dataset.val if split == "val" else self.dm.dataset.test
+
+    def split_features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised image features [N, E], labels [N]) of the ``split`` ("val" / "test") under the test-time
+        transform: from memory, the disk cache, or encoded once now (then cached)."""
+        if split not in self._split_feats:
+            loader = self.dm.val_loader if split == "val" else self.dm.test_loader
+            if loader is None:
+                raise ValueError(f"the dataset has no {split} split to evaluate")
+            items = self._items(split)
+            t0 = time.perf_counter()
+            feats = self.cached(
+                lambda: self.cache_key("image-features", split=split, dataset=self.cfg.DATASET.NAME,
+                                       items=items_digest(items), n=len(items), transform=repr(self.dm.tfm_test)),
+                lambda: {"features": self.encode_loader(loader, desc=f"encode {split}")},
+                f"{split} image features ({len(items)} images)",
+            )["features"]
+            labels = torch.tensor([d.label for d in items], dtype=torch.long, device=self.device)
+            self._split_feats[split] = (feats.to(self.device), labels)
+            self.timings[f"{split}_features_s"] = time.perf_counter() - t0
+        return self._split_feats[split]
+
+    @torch.no_grad()
+    def encode_loader(self, loader: Iterable[dict[str, Any]], desc: str = "encode") -> torch.Tensor:
+        """Normalised global features [N, E] of every image a loader yields, in order (with a progress bar)."""
+        feats = [self.encode_frozen(batch["img"].to(self.device, non_blocking=True))["g"]
+                 for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.VERBOSE)]
+        return torch.cat(feats)
 
     def register_model(
         self,
@@ -160,14 +304,23 @@ class TrainerBase:
             batch["label"].to(self.device, non_blocking=True),
         )
 
+    def record_nonfinite(self, loss: torch.Tensor) -> None:
+        """Note on the device whether ``loss`` is infinite or NaN (no host sync); :meth:`check_finite` raises."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` if a loss since the start of the epoch was infinite or NaN (one host sync)."""
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise FloatingPointError(f"Loss is infinite or NaN! (epoch {self.epoch + 1})")
+
     def model_backward_and_update(self, loss: torch.Tensor, names: list[str] | None = None) -> None:
-        """Zero grads, check the loss is finite, backward, step the optimizers of ``names`` (default: all)."""
+        """Zero grads, note whether the loss is finite, backward, step the optimizers of ``names`` (default: all)."""
         names = names or list(self._models)
         optims = [self._optims[n] for n in names if self._optims[n] is not None]
         for o in optims:
             o.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"Loss is infinite or NaN! (epoch {self.epoch + 1})")
+        self.record_nonfinite(loss)
         self._scaler.scale(loss).backward()
         for o in optims:
             self._scaler.step(o)
@@ -260,8 +413,7 @@ class TrainerBase:
             return {k: list(v) if isinstance(v, tuple) else v for k, v in flat_items(cfg).items()}
 
         old, new = norm(CfgNode.load_cfg(saved.read_text())), norm(self.cfg)
-        ignore = ("OUTPUT_DIR", "RESUME", "VERBOSE")
-        diff = [k for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)]
+        diff = [k for k in sorted(set(old) | set(new)) if k not in RESUME_NEUTRAL_KEYS and old.get(k) != new.get(k)]
         if diff:
             raise CheckpointError(
                 f"{directory} holds checkpoints of a run with a different config (differs in {', '.join(diff[:5])}): "
@@ -323,7 +475,46 @@ class TrainerBase:
     def _seed_epoch(self) -> None:
         s = derive_seed(self.cfg.SEED, "epoch", self.epoch)
         set_random_seed(s)
-        self.dm.generator.manual_seed(s)
+        self.dm.set_epoch(self.epoch, s)
+
+    def encode_batch_size(self) -> int:
+        """Images per no-grad encoding pass of the training views; 0 = encode inside each step."""
+        size = int(self.cfg.TRAIN.ENCODE_BATCH_SIZE)
+        if size < 0:
+            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0 (0 = encode in each step), got {size}")
+        return size if self.batched_train_features else 0
+
+    def train_batches(self, loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The loader's batches; with batched encoding, their frozen features are computed ahead, in no-grad passes
+        over up to ``TRAIN.ENCODE_BATCH_SIZE`` images (the loader draws the same views either way)."""
+        size = self.encode_batch_size()
+        if size == 0:
+            yield from loader
+            return
+        pending: list[dict[str, Any]] = []
+        count = 0
+        for batch in loader:
+            pending.append(batch)
+            count += len(batch["label"])
+            if count >= size:
+                yield from self._encoded(pending)
+                pending, count = [], 0
+        yield from self._encoded(pending)
+
+    def _encoded(self, batches: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        if not batches:
+            return
+        t0 = time.perf_counter()
+        images = torch.cat([b["img"] for b in batches]).to(self.device, non_blocking=True)
+        feats = self.encode_frozen(images)
+        self.timings["encode_s"] = self.timings.get("encode_s", 0.0) + time.perf_counter() - t0
+        start = 0
+        for b in batches:
+            k = len(b["label"])
+            out = {key: v for key, v in b.items() if key != "img"}
+            out["frozen"] = {name: f[start:start + k] for name, f in feats.items()}
+            start += k
+            yield out
 
     def run_epoch(self, bar: tqdm, writer: Any) -> None:
         self.set_model_mode("train")
@@ -333,16 +524,22 @@ class TrainerBase:
         sums: dict[str, torch.Tensor] = {}
         lr = self.get_current_lr()
         t_epoch = time.perf_counter()
-        for i, batch in enumerate(loader):
+        t_steps = 0.0
+        for i, batch in enumerate(self.train_batches(loader)):
+            t0 = time.perf_counter()
             out = self.forward_backward(batch)
+            t_steps += time.perf_counter() - t0
             for k, v in out.items():
                 v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                 sums[k] = sums.get(k, 0.0) + v
             bar.update(1)
             if (i + 1) % self.cfg.TRAIN.PRINT_FREQ == 0 or i + 1 == n:
+                self.check_finite()
                 means = {k: float(v) / (i + 1) for k, v in sums.items()}  # host sync only here
                 bar.set_postfix(epoch=f"{self.epoch + 1}/{self.max_epoch}", lr=f"{lr:.2e}",
                                 **{k: f"{v:.4f}" for k, v in means.items()})
+        self.check_finite()
+        self.timings["steps_s"] = self.timings.get("steps_s", 0.0) + t_steps
         means = {k: float(v) / max(n, 1) for k, v in sums.items()}
         logger.info(
             "epoch [%d/%d] %s\tlr %.6e\t(%.1fs)", self.epoch + 1, self.max_epoch,
@@ -383,11 +580,20 @@ class TrainerBase:
             raise ValueError(f"the dataset has no {split} split to evaluate")
         self.evaluator.reset()
         t0 = time.perf_counter()
-        for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=not self.cfg.VERBOSE):
-            images, labels = self.parse_batch(batch)
-            with self.autocast():
-                logits = self.model_inference(images)
-            self.evaluator.process(logits.float(), labels)
+        if self.frozen_image_tower:  # the split's features, encoded once per run (and cached on disk)
+            feats, labels = self.split_features(split)
+            bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
+            for i in range(0, len(labels), bs):
+                with self.autocast():
+                    logits = self.logits_from_features(feats[i:i + bs])
+                self.evaluator.process(logits.float(), labels[i:i + bs])
+        else:
+            for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=not self.cfg.VERBOSE):
+                images, labels = self.parse_batch(batch)
+                with self.autocast():
+                    logits = self.model_inference(images)
+                self.evaluator.process(logits.float(), labels)
+        self.timings[f"eval_{split}_s"] = self.timings.get(f"eval_{split}_s", 0.0) + time.perf_counter() - t0
         logger.info("Do evaluation on %s set", split)
         res = self.evaluator.evaluate()  # logs Dassl's "=> result" block
         if split != "test":
@@ -433,6 +639,8 @@ class TrainerBase:
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
             "epochs": int(self.max_epoch) if self._models else 0,
             "wall_time_s": round(float(wall_time_s), 3),
+            "timings_s": {k: round(float(v), 3) for k, v in self.timings.items()},
+            **peak_memory_mib(self.device),
             "versions": package_versions(),
             "git_commit": git_commit(),
         }

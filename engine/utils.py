@@ -179,3 +179,28 @@ def git_commit() -> str | None:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included); None where unknown."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime, in clock ticks since boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_memory_mib(device: torch.device | None = None) -> dict[str, float]:
+    """{"peak_rss_mib": the process's peak resident memory} (+ "peak_gpu_mib" on CUDA), for ``metrics.json``."""
+    out: dict[str, float] = {}
+    try:
+        import resource
+
+        out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    except (ImportError, OSError):
+        pass
+    if device is not None and device.type == "cuda":
+        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out

@@ -12,6 +12,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # a private, empty Hugging Face cache: tests that exercise the hub path fill it with tiny files themselves
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="ogkd-hf-cache-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# a private feature cache for the session (never the user's ~/.cache); tests that need their own pass CACHE.DIR
+os.environ["OGKD_CACHE_DIR"] = tempfile.mkdtemp(prefix="ogkd-feature-cache-")
 
 import pytest  # noqa: E402
 

@@ -2,30 +2,61 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from engine.trainer import TrainerBase
-from trainers.prompt_learner import PromptLearner, image_features, text_features
+from trainers.prompt_learner import PromptLearner, text_features
+from trainers.teacher import bank_keys_for, encode_prompt_bank
 
 
 class ClipTrainer(TrainerBase):
     """Logits = logit_scale · f̂ · t̂ᵀ with class features from :meth:`class_features`.
 
     Class features are computed once per evaluation (they do not depend on the image) and on every training
-    step (they carry the gradient)."""
+    step (they carry the gradient). The image tower is frozen and unprompted, so evaluation runs on cached image
+    features and training steps may take features encoded ahead in batches."""
+
+    frozen_image_tower = True
+    batched_train_features = True
 
     def class_features(self) -> torch.Tensor:
         """L2-normalised class text features [C, E]."""
         raise NotImplementedError
 
-    def logits(self, images: torch.Tensor, class_feats: torch.Tensor) -> torch.Tensor:
-        return self.backbone.logit_scale * image_features(self.backbone, images) @ class_feats.t()
+    def logits(self, features: torch.Tensor, class_feats: torch.Tensor) -> torch.Tensor:
+        """s · f̂ · t̂ᵀ for normalised image features [B, E] and class features [C, E]."""
+        return self.backbone.logit_scale * features.to(class_feats.dtype) @ class_feats.t()
 
-    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images, self._eval_class_feats)
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logits(features, self._eval_class_feats)
+
+    def step_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        """What :meth:`logits` takes for a training batch: its frozen global image features."""
+        return self.frozen_features(batch)["g"]
+
+    def prompt_bank_features(self, bank: dict[str, list[str]], classnames: Sequence[str],
+                             n_prompts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`~trainers.teacher.encode_prompt_bank` through the feature cache and the frozen precision:
+        (per-sentence features [C, T, E], class means [C, E]), fp32. The key covers the exact token ids."""
+        def key() -> dict[str, Any]:
+            keys = bank_keys_for(bank, classnames, n_prompts)
+            tokens = self.backbone.tokenize([s for k in keys for s in bank[k][:n_prompts]])
+            digest = hashlib.sha256(tokens.contiguous().numpy().tobytes()).hexdigest()
+            return self.cache_key("prompt-bank", tokens=digest, shape=list(tokens.shape), n_prompts=n_prompts,
+                                  classnames=list(classnames))
+
+        def compute() -> dict[str, torch.Tensor]:
+            with torch.no_grad(), self.frozen_autocast():
+                feats, means = encode_prompt_bank(self.backbone, bank, classnames, n_prompts)
+            return {"feats": feats.float(), "means": means.float()}
+
+        out = self.cached(key, compute, f"teacher prompt bank ({len(classnames)} classes x {n_prompts})")
+        return out["feats"], out["means"]
 
     def test(self, split: str = "test", **kwargs: Any) -> dict[str, Any]:
         self.set_model_mode("eval")
@@ -55,16 +86,17 @@ class PromptTrainer(ClipTrainer):
 
     def class_features(self) -> torch.Tensor:
         pl = self.prompt_learner
-        return text_features(self.backbone, pl(), pl.tokenized_prompts)
+        return text_features(self.backbone, pl(), pl.tokenized_prompts, pl.text_length)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Return {"loss": total, ...extra terms to log}. Default: cross-entropy."""
         return {"loss": F.cross_entropy(logits, labels)}
 
     def forward_backward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        images, labels = self.parse_batch(batch)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        inputs = self.step_inputs(batch)
         with self.autocast():
-            logits = self.logits(images, self.class_features())
+            logits = self.logits(inputs, self.class_features())
             terms = self.loss(logits.float(), labels, batch)
         self.model_backward_and_update(terms["loss"])
         acc = (logits.detach().argmax(dim=1) == labels).float().mean() * 100.0

@@ -44,7 +44,7 @@ def _clip_adapter_cfg(cfg: CN) -> None:
     cfg.TRAINER.CLIP_ADAPTER.WARMUP_EPOCH = 1  # constant warm-up epochs before the cosine
     cfg.TRAINER.CLIP_ADAPTER.WARMUP_CONS_LR = 1e-5
     cfg.TRAINER.CLIP_ADAPTER.AUGMENT_EPOCHS = 20  # augmentation passes; epoch e uses pass e mod AUGMENT_EPOCHS
-    cfg.TRAINER.CLIP_ADAPTER.PREC = "fp32"  # precision of the frozen image tower (fp32 / amp / fp16 / bf16)
+    cfg.TRAINER.CLIP_ADAPTER.PREC = "fp32"  # the head (fp32/amp/fp16/bf16); the tower: MODEL.BACKBONE.FROZEN_PREC
 
 
 class ClipAdapterHead(nn.Module):

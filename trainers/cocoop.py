@@ -27,7 +27,7 @@ from yacs.config import CfgNode as CN
 from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import TrainerBase
-from trainers.prompt_learner import PromptLearner, image_features, text_features
+from trainers.prompt_learner import PromptLearner, text_features
 
 
 @register_trainer_cfg("COCOOP")
@@ -83,6 +83,8 @@ class CoCoOp(TrainerBase):
     """Conditional context optimisation: per-image prompts, cross-entropy over the per-image logits."""
 
     cfg_node = "COCOOP"
+    frozen_image_tower = True  # the meta-net reads the frozen image features: evaluation runs on cached ones
+    batched_train_features = True
 
     def build_model(self) -> None:
         c = self.cfg.TRAINER.COCOOP
@@ -95,26 +97,25 @@ class CoCoOp(TrainerBase):
         optim, sched = self.build_optim_sched(self.prompt_learner)
         self.register_model("prompt_learner", self.prompt_learner, optim, sched)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-image logits [B, C]: s · f̂_b · t̂_{b,c}, with t̂_{b,c} from image b's conditioned prompt."""
+    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Per-image logits [B, C] for normalised image features f [B, E]: s · f̂_b · t̂_{b,c}, with t̂_{b,c} from
+        image b's conditioned prompt."""
         pl = self.prompt_learner
-        f = image_features(self.backbone, images)  # [B, E], no gradient (frozen tower)
         per_pass = max(1, int(self.cfg.TRAINER.COCOOP.PROMPTS_PER_PASS) // pl.n_cls)
         out = []
         for fb in f.split(per_pass):
             b = fb.shape[0]
             prompts = pl(fb).flatten(0, 1)  # [b·C, L, W]
-            text = text_features(self.backbone, prompts, pl.tokenized_prompts.repeat(b, 1)).view(b, pl.n_cls, -1)
+            text = text_features(self.backbone, prompts, pl.tokenized_prompts.repeat(b, 1), pl.text_length)
+            text = text.view(b, pl.n_cls, -1)
             out.append(torch.einsum("be,bce->bc", fb.to(text.dtype), text))
         return self.backbone.logit_scale * torch.cat(out)
 
-    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images)
-
     def forward_backward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        images, labels = self.parse_batch(batch)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        f = self.frozen_features(batch)["g"]
         with self.autocast():
-            logits = self.logits(images)
+            logits = self.logits_from_features(f)
             loss = F.cross_entropy(logits.float(), labels)
         self.model_backward_and_update(loss)
         acc = (logits.detach().argmax(dim=1) == labels).float().mean() * 100.0

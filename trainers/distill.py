@@ -10,12 +10,14 @@ Per training batch (no Python loop, no host sync):
 * z_S = s·g·t̂^Sᵀ, z_T = s·g·t^selᵀ; CE(z_S, y) and SCCM = MSE(t̂^S, t̄) with t̄ the mean of all prompts.
 
 Subclasses add their distillation terms in :meth:`distill_terms`. The bank is encoded once, when training starts
-(an evaluation-only run never encodes it).
+(an evaluation-only run never encodes it), and kept in the feature cache. The frozen image features of a step
+(g, and P only when a method reads patches: :attr:`needs_patches`) may come pre-encoded (``batch["frozen"]``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +25,8 @@ import torch
 from torch.nn import functional as F
 
 from trainers.base import PromptTrainer
-from trainers.prompt_learner import text_features
 from trainers.teacher import (
     _select_prompts,
-    encode_prompt_bank,
     load_prompt_bank,
     resolve_bank_path,
     selected_teacher,
@@ -43,7 +43,7 @@ class DistillBatch:
 
     labels: torch.Tensor  # [B]
     g: torch.Tensor  # [B, E] normalised global image features
-    patches: torch.Tensor  # [B, N, E] projected patch features (not normalised: only OGKD's LGD needs them)
+    patches: torch.Tensor | None  # [B, N, E] projected patch features, not normalised (None: not needed)
     text: torch.Tensor  # [C, E] normalised student class features (with gradient)
     teacher_text: torch.Tensor  # [C, E] normalised selected-teacher class features
     scale: torch.Tensor  # logit scale s
@@ -71,6 +71,18 @@ class DistillPromptTrainer(PromptTrainer):
         optim, sched = self.build_optim_sched(self.prompt_learner)
         self.register_model("prompt_learner", self.prompt_learner, optim, sched)
 
+    @property
+    def needs_patches(self) -> bool:
+        """Whether a step reads the patch tokens (a method with a patch loss switched on)."""
+        return False
+
+    def encode_frozen(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.needs_patches:
+            return super().encode_frozen(images)
+        with torch.no_grad(), self.frozen_autocast():  # one pass gives the global and the patch tokens
+            g, patches = self.backbone.encode_image(images)
+        return {"g": F.normalize(g.float(), dim=-1), "patches": patches.float()}
+
     def set_model_mode(self, mode: str) -> None:
         super().set_model_mode(mode)
         self.backbone.set_text_train(mode == "train" and bool(self.node.TEXT_DROPOUT))
@@ -78,9 +90,10 @@ class DistillPromptTrainer(PromptTrainer):
     def before_train(self) -> None:
         path = resolve_bank_path(self.node.PROMPT_BANK, self.cfg.DATASET.ROOT)
         logger.info("teacher prompt bank: %s", path)
+        t0 = time.perf_counter()
         self.prompt_bank = load_prompt_bank(path)
-        self.bank, self.bank_mean = encode_prompt_bank(self.backbone, self.prompt_bank, self.classnames,
-                                                       self.node.N_PROMPTS)
+        self.bank, self.bank_mean = self.prompt_bank_features(self.prompt_bank, self.classnames, self.node.N_PROMPTS)
+        self.timings["bank_s"] = time.perf_counter() - t0
         self._fallbacks = torch.zeros((), dtype=torch.long, device=self.device)
 
     def after_epoch(self) -> None:
@@ -96,13 +109,12 @@ class DistillPromptTrainer(PromptTrainer):
         raise NotImplementedError
 
     def forward_backward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        images, labels = self.parse_batch(batch)
+        labels = batch["label"].to(self.device, non_blocking=True)
         c = self.node
+        frozen = self.frozen_features(batch)
+        g, patches = frozen["g"], frozen.get("patches")
         with self.autocast():
-            with torch.no_grad():  # frozen image tower: one pass gives the global and the patch tokens
-                g, patches = self.backbone.encode_image(images)
-                g = F.normalize(g, dim=-1)
-            text = text_features(self.backbone, self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+            text = self.class_features()
             scale = self.backbone.logit_scale
             with torch.no_grad():
                 mask, fell_back = _select_prompts(g, self.bank, scale, c.TAU)

@@ -7,17 +7,19 @@ Dassl epoch loop over images:
   augmentation pass with the TRAIN transform (BiomedCoOp's main.py: RandomResizedCrop scale (0.5, 1), bicubic,
   flip 0.5, normalisation — the configs' ``INPUT`` settings); image i's augmentation in pass p is seeded from
   (SEED, p, i), so a run is reproducible whatever the batch size and number of workers.
-  :meth:`FeatureTrainer.val_features` encodes the validation images once with the test transform. All are
-  L2-normalised, batched, under ``no_grad`` on the trainer's device, and kept for the whole run (the C search,
+  :meth:`FeatureTrainer.val_features` are the engine's validation features (test transform, feature cache). All
+  are L2-normalised, batched, under ``no_grad`` on the trainer's device, and kept for the whole run (the C search,
   the α search and every epoch reuse them);
-* **the test** goes through the standard evaluation path (``model_inference`` = head(f̂) over the test loader),
-  the same path ``--eval-only --model-dir`` takes, so a run's accuracy reproduces from its checkpoint;
+* **the test** goes through the standard evaluation path (``logits_from_features`` = head(f̂) over the cached
+  test features), the same path ``--eval-only --model-dir`` takes, so a run's accuracy reproduces from its
+  checkpoint;
 * **the run directory** is the engine's (``config.yaml``, ``fewshot_split.json``, ``log.txt``, ``metrics.json``,
   ``<head>/model.pth.tar-<epoch>``). A head's parameters are its fitted state (weights found by sklearn, by
   gradient descent or by search); text weights and logit scale are non-persistent buffers rebuilt from the class
   names. These runs take seconds, so they do not resume: rerunning refits.
 
-``PREC`` applies to the frozen image tower; the heads are fitted in fp32 on the cached features.
+The frozen image tower runs under ``MODEL.BACKBONE.FROZEN_PREC``; the heads are fitted in fp32 on the cached
+features (``PREC`` applies to the head's inference).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from yacs.config import CfgNode
 from engine.data import Datum, read_image
 from engine.trainer import TrainerBase
 from engine.utils import derive_seed
-from trainers.prompt_learner import image_features, zeroshot_classifier
+from trainers.prompt_learner import zeroshot_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class FeatureTrainer(TrainerBase):
 
     #: name under which the head is registered (its checkpoint folder)
     model_name: str = "head"
+    frozen_image_tower = True
 
     # ------------------------------------------------------------------ what a method implements
     def build_head(self) -> nn.Module:
@@ -123,7 +126,6 @@ class FeatureTrainer(TrainerBase):
     # ------------------------------------------------------------------ engine hooks
     def build_model(self) -> None:
         self._train_passes: dict[int, torch.Tensor] = {}
-        self._val: tuple[torch.Tensor, torch.Tensor] | None = None
         self._text: torch.Tensor | None = None
         self.max_epoch = self.num_epochs()
         if int(self.node.AUGMENT_EPOCHS) < 1:
@@ -136,8 +138,8 @@ class FeatureTrainer(TrainerBase):
         """This trainer's ``TRAINER.<NODE>`` config."""
         return self.cfg.TRAINER[self.cfg_node]
 
-    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(image_features(self.backbone, images))
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
 
     def train(self) -> dict[str, Any] | None:
         """Write the run files, extract features and fit the head, checkpoint it, then test."""
@@ -150,14 +152,6 @@ class FeatureTrainer(TrainerBase):
         return self._final_test(t0)
 
     # ------------------------------------------------------------------ features (computed once per run)
-    @torch.no_grad()
-    def _encode(self, loader: DataLoader) -> torch.Tensor:
-        feats = []
-        for batch in loader:
-            images, _ = self.parse_batch(batch)
-            with self.autocast():
-                feats.append(image_features(self.backbone, images).float())
-        return torch.cat(feats)
 
     def train_passes(self, passes: Iterable[int]) -> list[torch.Tensor]:
         """Normalised features [N, E] of every training image (``train_x`` order) under each augmentation pass.
@@ -176,7 +170,7 @@ class FeatureTrainer(TrainerBase):
                 num_workers=self.dm.train_loader_x.num_workers,
                 pin_memory=self.device.type == "cuda",
             )
-            feats = self._encode(loader).view(len(todo), len(items), -1)
+            feats = self.encode_loader(loader, desc="encode train").view(len(todo), len(items), -1)
             self._train_passes.update(zip(todo, feats, strict=True))
             logger.info("encoded %d augmentation pass(es) of the %d training images (%.1fs)", len(todo), len(items),
                         time.perf_counter() - t0)
@@ -198,13 +192,10 @@ class FeatureTrainer(TrainerBase):
 
     def val_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised validation features [Nv, E] (test transform) and labels [Nv], encoded once."""
-        if self._val is None:
-            if self.dm.val_loader is None:
-                raise ValueError(f"{self.cfg.TRAINER.NAME} selects its hyper-parameters on the validation split, "
-                                 "and this dataset has none")
-            labels = torch.tensor([d.label for d in self.dm.dataset.val], dtype=torch.long, device=self.device)
-            self._val = (self._encode(self.dm.val_loader), labels)
-        return self._val
+        if self.dm.val_loader is None:
+            raise ValueError(f"{self.cfg.TRAINER.NAME} selects its hyper-parameters on the validation split, "
+                             "and this dataset has none")
+        return self.split_features("val")
 
     @torch.no_grad()
     def text_weights(self) -> torch.Tensor:

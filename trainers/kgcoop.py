@@ -70,10 +70,11 @@ class KgCoOp(PromptTrainer):
         self.zs_text = zeroshot_classifier(self.backbone, self.classnames, [ZS_TEMPLATE])  # [C, E], once
 
     def forward_backward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        images, labels = self.parse_batch(batch)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        g = self.frozen_features(batch)["g"]
         with self.autocast():
             text = self.class_features()
-            logits = self.logits(images, text)
+            logits = self.logits(g, text)
             ce = F.cross_entropy(logits.float(), labels)
             kg = self.cfg.TRAINER.KGCOOP.W * kg_regulariser(text.float(), self.zs_text.float())
             loss = ce + kg

@@ -35,7 +35,7 @@ def _linear_probe_cfg(cfg: CN) -> None:
     cfg.TRAINER.LINEARPROBE.BISECTION_STEPS = 8  # log10-space bisection steps around the best grid C
     cfg.TRAINER.LINEARPROBE.MAX_ITER = 1000  # lbfgs iterations per fit
     cfg.TRAINER.LINEARPROBE.AUGMENT_EPOCHS = 1  # augmentation passes over the training images (stacked)
-    cfg.TRAINER.LINEARPROBE.PREC = "fp32"  # precision of the frozen image tower (fp32 / amp / fp16 / bf16)
+    cfg.TRAINER.LINEARPROBE.PREC = "fp32"  # the head (fp32/amp/fp16/bf16); the tower: MODEL.BACKBONE.FROZEN_PREC
 
 
 def search_c(score: Callable[[float], float], grid: Sequence[float], steps: int) -> float:

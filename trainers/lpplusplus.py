@@ -41,7 +41,7 @@ def _lpplusplus_cfg(cfg: CN) -> None:
     cfg.TRAINER.LPPLUSPLUS.ALPHA_INIT_SCALE = 250.0  # ᾱ = mean_c(scale · mean_{n in c} f·t_c)
     cfg.TRAINER.LPPLUSPLUS.MOMENTUM = 0.9  # SGD momentum on (W, b)
     cfg.TRAINER.LPPLUSPLUS.AUGMENT_EPOCHS = 1  # augmentation passes over the training images (stacked)
-    cfg.TRAINER.LPPLUSPLUS.PREC = "fp32"  # precision of the frozen image tower (fp32 / amp / fp16 / bf16)
+    cfg.TRAINER.LPPLUSPLUS.PREC = "fp32"  # the head (fp32/amp/fp16/bf16); the tower: MODEL.BACKBONE.FROZEN_PREC
 
 
 class LPPlusPlusHead(nn.Module):

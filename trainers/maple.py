@@ -132,6 +132,8 @@ class MaPLe(PromptTrainer):
     """Multi-modal prompt learning: coupled deep text / vision prompts, cross-entropy on the prompted logits."""
 
     cfg_node = "MAPLE"
+    frozen_image_tower = False  # the vision prompts change the image tower: every evaluation encodes the images
+    batched_train_features = False
 
     def build_model(self) -> None:
         c = self.cfg.TRAINER.MAPLE
@@ -142,10 +144,16 @@ class MaPLe(PromptTrainer):
 
     def class_features(self) -> torch.Tensor:
         pl = self.prompt_learner
-        feats = self.backbone.encode_text_from_embeddings(pl(), pl.tokenized_prompts,
+        feats = self.backbone.encode_text_from_embeddings(pl(), pl.tokenized_prompts, length=pl.text_length,
                                                           deep_prompts=pl.deep_text_prompts())
         return F.normalize(feats, dim=-1)
 
-    def logits(self, images: torch.Tensor, class_feats: torch.Tensor) -> torch.Tensor:
+    def step_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["img"].to(self.device, non_blocking=True)
+
+    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images, self._eval_class_feats)
+
+    def logits(self, images: torch.Tensor, class_feats: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         image_feats, _ = self.backbone.encode_image(images, prompts=self.prompt_learner.vision_prompts())
         return self.backbone.logit_scale * F.normalize(image_feats, dim=-1) @ class_feats.t()

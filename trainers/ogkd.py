@@ -23,7 +23,6 @@ from engine.registry import TRAINER_REGISTRY
 from trainers.distill import DistillBatch, DistillPromptTrainer
 from trainers.geometry import class_graph, fold_novel
 from trainers.losses import gad_loss, lgd_loss, top_k_patches
-from trainers.teacher import encode_prompt_bank
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +54,10 @@ class OGKD(DistillPromptTrainer):
     cfg_node = "OGKD"
     sccm_key = "LAMBDA_SCCM"
 
+    @property
+    def needs_patches(self) -> bool:
+        return bool(self.node.LAMBDA_LGD)
+
     def before_train(self) -> None:
         super().before_train()
         self.W = self.build_graph()
@@ -71,7 +74,7 @@ class OGKD(DistillPromptTrainer):
                 "TRAINER.OGKD.FOLD_NOVEL needs novel classes to fold: train with DATASET.SUBSAMPLE_CLASSES base "
                 f"(got {self.cfg.DATASET.SUBSAMPLE_CLASSES!r}, {len(ds.classnames_all)} classes in all)"
             )
-        _, prototypes_all = encode_prompt_bank(self.backbone, self.prompt_bank, ds.classnames_all, c.N_PROMPTS)
+        _, prototypes_all = self.prompt_bank_features(self.prompt_bank, ds.classnames_all, c.N_PROMPTS)
         W = fold_novel(class_graph(prototypes_all, c.ALPHA), base_idx, c.LAMBDA_NOVEL)
         logger.info("class graph over all %d classes folded onto the %d base classes (λ_novel %.3g)",
                     len(ds.classnames_all), len(base_idx), c.LAMBDA_NOVEL)
@@ -80,7 +83,7 @@ class OGKD(DistillPromptTrainer):
     def distill_terms(self, batch: DistillBatch) -> dict[str, torch.Tensor]:
         c = self.node
         terms = {"gad": c.LAMBDA_GAD * gad_loss(batch.z_s.float(), batch.z_t.float(), self.W, c.GAMMA)}
-        if c.LAMBDA_LGD:  # the patch logits are only needed for a non-zero LGD weight
+        if self.needs_patches:  # the patch logits are only needed for a non-zero LGD weight
             patches = F.normalize(batch.patches, dim=-1)
             zp_s = batch.scale * patches @ batch.text.t()  # [B, N, C]
             zp_t = batch.scale * patches @ batch.teacher_text.t()

@@ -23,7 +23,7 @@ from yacs.config import CfgNode as CN
 from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from trainers.base import PromptTrainer
-from trainers.prompt_learner import image_features, text_features, zeroshot_classifier
+from trainers.prompt_learner import zeroshot_classifier
 
 ZS_TEMPLATE = "a photo of a {}."  # the zero-shot teacher's prompt (CUSTOM_TEMPLATES)
 IMPLEMENTED = {"NAME": "prograd", "GM": False, "ALPHA": 0.0}  # the release's loss keys, as far as implemented
@@ -97,12 +97,11 @@ class ProGrad(PromptTrainer):
 
     def forward_backward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.cfg.TRAINER.PROGRAD
-        images, labels = self.parse_batch(batch)
-        pl = self.prompt_learner
+        labels = batch["label"].to(self.device, non_blocking=True)
+        f = self.frozen_features(batch)["g"]
         with self.autocast():
-            f = image_features(self.backbone, images)
             scale = self.backbone.logit_scale
-            z_s = (scale * f @ text_features(self.backbone, pl(), pl.tokenized_prompts).t()).float()
+            z_s = (scale * f @ self.class_features().t()).float()
             z_t = (scale * f @ self.zs_text.to(f.dtype).t()).float()
             ce = F.cross_entropy(z_s, labels)
             kl = soft_cross_entropy(z_s, z_t, c.T)
@@ -113,8 +112,7 @@ class ProGrad(PromptTrainer):
     def prograd_backward_and_update(self, loss_a: torch.Tensor, loss_b: torch.Tensor, lam: float) -> None:
         """Gradients of both losses, projected per tensor, then one optimizer step (replaces
         ``model_backward_and_update``; the GradScaler is a no-op unless PREC fp16)."""
-        if not torch.isfinite(loss_a + loss_b):  # one host sync for both losses
-            raise FloatingPointError(f"Loss is infinite or NaN! (epoch {self.epoch + 1})")
+        self.record_nonfinite(loss_a + loss_b)  # on the device: raised at the next print point / epoch end
         optim = self._optims["prompt_learner"]
         params = [p for p in self.prompt_learner.parameters() if p.requires_grad]
         scaled_a, scaled_b = self._scaler.scale(loss_a), self._scaler.scale(loss_b)

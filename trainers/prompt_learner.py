@@ -33,7 +33,8 @@ def clean_classname(name: str) -> str:
 def register_class_prompt_buffers(module: nn.Module, backbone: Any, prefix_text: str, names: Sequence[str],
                                   n_ctx: int) -> None:
     """Tokenise "<prefix_text> <name>." per class and register the frozen, non-persistent buffers
-    ``tokenized_prompts`` [C, L], ``token_prefix`` (start token) and ``token_suffix`` (after the n_ctx slots)."""
+    ``tokenized_prompts`` [C, L], ``token_prefix`` (start token) and ``token_suffix`` (after the n_ctx slots), and
+    the attribute ``text_length``: the prompts' trimmed length (fixed, so the text encoder never waits for it)."""
     device = next(iter(backbone.parameters())).device
     start = backbone.prompt_start
     tokens = backbone.tokenize([f"{prefix_text} {n}." for n in names]).to(device)
@@ -42,6 +43,7 @@ def register_class_prompt_buffers(module: nn.Module, backbone: Any, prefix_text:
     module.register_buffer("tokenized_prompts", tokens, persistent=False)
     module.register_buffer("token_prefix", emb[:, :start], persistent=False)
     module.register_buffer("token_suffix", emb[:, start + n_ctx:], persistent=False)
+    module.text_length = backbone.text_length(tokens)
 
 
 class PromptLearner(nn.Module):
@@ -149,9 +151,11 @@ class PromptLearner(nn.Module):
         return self.assemble(self.ctx)
 
 
-def text_features(backbone: Any, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """L2-normalised text features of prompt embeddings (trimmed to the longest real prompt)."""
-    return F.normalize(backbone.encode_text_from_embeddings(prompts, tokens), dim=-1)
+def text_features(backbone: Any, prompts: torch.Tensor, tokens: torch.Tensor,
+                  length: int | None = None) -> torch.Tensor:
+    """L2-normalised text features of prompt embeddings (trimmed to the longest real prompt; pass its ``length``
+    when known, so that nothing waits for the device)."""
+    return F.normalize(backbone.encode_text_from_embeddings(prompts, tokens, length=length), dim=-1)
 
 
 def image_features(backbone: Any, images: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ def _tip_adapter_cfg(cfg: CN) -> None:
     cfg.TRAINER.TIPADAPTER.EPS = 1e-4  # AdamW eps
     cfg.TRAINER.TIPADAPTER.WEIGHT_DECAY = 0.01  # AdamW weight decay (torch's default)
     cfg.TRAINER.TIPADAPTER.AUGMENT_EPOCHS = 1  # augmentation passes averaged into the cache keys
-    cfg.TRAINER.TIPADAPTER.PREC = "fp32"  # precision of the frozen image tower (fp32 / amp / fp16 / bf16)
+    cfg.TRAINER.TIPADAPTER.PREC = "fp32"  # the head (fp32/amp/fp16/bf16); the tower: MODEL.BACKBONE.FROZEN_PREC
 
 
 def tip_logits(clip_logits: torch.Tensor, affinity: torch.Tensor, values: torch.Tensor,

@@ -15,7 +15,7 @@ from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from trainers.base import ClipTrainer
 from trainers.prompt_learner import zeroshot_classifier
-from trainers.teacher import encode_prompt_bank, load_prompt_bank, resolve_bank_path
+from trainers.teacher import load_prompt_bank, resolve_bank_path
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class ZeroshotCLIP(ClipTrainer):
         if c.ENSEMBLE:
             path = resolve_bank_path(c.PROMPT_BANK, self.cfg.DATASET.ROOT)
             logger.info("zero-shot prompt ensemble: %d sentences per class from %s", c.N_PROMPTS, path)
-            _, self.text_feats = encode_prompt_bank(self.backbone, load_prompt_bank(path), self.classnames,
-                                                    c.N_PROMPTS)
+            _, self.text_feats = self.prompt_bank_features(load_prompt_bank(path), self.classnames, c.N_PROMPTS)
             return
         templates = list(c.TEMPLATES)
         if not templates or any("{}" not in t for t in templates):

@@ -1,0 +1,173 @@
+"""A disk cache for what a frozen tower computes: evaluation image features and encoded teacher prompt banks.
+
+An entry is one safetensors file named by the SHA-256 of its key. The key is a JSON-able dict that covers
+everything the tensors depend on (the caller builds it: the backbone's weights fingerprint, the preprocessing, the
+exact items or sentences, the compute device type and precision, :data:`CACHE_FORMAT`), so an entry written by
+another version, for another model or for other data is never used: its name differs. The file's metadata
+repeats the key and records a SHA-256 of the tensor bytes; an entry whose key or checksum does not match, or
+that cannot be parsed, is damaged: it is logged, removed and rebuilt.
+
+Writes go to a unique temporary file in the cache folder and are renamed into place, so two processes filling
+the same entry both succeed (the last rename wins; the contents are equal) and a reader never sees half a file.
+A cache folder that cannot be created or written (read-only, full disk) gives one warning and the run goes on
+uncached: the cache changes speed, never results.
+
+Folder: ``CACHE.DIR`` if set, else ``$OGKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ogkd-toolkit`` (default
+``~/.cache/ogkd-toolkit``). ``CACHE.ENABLED False`` (``train.py --no-cache``) bypasses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when what an entry holds changes meaning: every old entry then misses
+CACHE_ENV = "OGKD_CACHE_DIR"
+SUFFIX = ".safetensors"
+
+
+def default_cache_dir() -> Path:
+    """``$OGKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ogkd-toolkit``, else ``~/.cache/ogkd-toolkit``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "ogkd-toolkit"
+
+
+def key_digest(key: Mapping[str, Any]) -> str:
+    """SHA-256 of the key's canonical JSON (sorted keys): the entry's file name."""
+    return hashlib.sha256(_canonical(key).encode()).hexdigest()
+
+
+def _canonical(key: Mapping[str, Any]) -> str:
+    return json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def folder_size(folder: Path) -> tuple[int, int]:
+    """(number of entries, total bytes) of a cache folder."""
+    n = size = 0
+    if folder.is_dir():
+        for p in folder.glob(f"*{SUFFIX}"):
+            try:
+                size += p.stat().st_size
+                n += 1
+            except OSError:  # removed meanwhile by another process
+                pass
+    return n, size
+
+
+class FeatureCache:
+    """Get / put dicts of tensors under a key; ``enabled False`` makes every ``get`` miss and ``put`` a no-op."""
+
+    def __init__(self, folder: str | Path | None = None, *, enabled: bool = True) -> None:
+        self.folder = Path(folder).expanduser() if folder else default_cache_dir()
+        self.enabled = enabled
+        self._warned = False
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.folder)!r}, enabled={self.enabled})"
+
+    def describe(self) -> str:
+        """One log line: where, how many entries, how big."""
+        if not self.enabled:
+            return "feature cache: off (--no-cache / CACHE.ENABLED False)"
+        n, size = folder_size(self.folder)
+        return f"feature cache: {self.folder} ({n} entries, {size / 2**20:.1f} MiB)"
+
+    def path(self, key: Mapping[str, Any]) -> Path:
+        return self.folder / f"{key_digest(key)}{SUFFIX}"
+
+    def get(self, key: Mapping[str, Any], device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | None:
+        """The tensors stored under ``key`` (on ``device``), or None (miss, disabled, or a damaged entry)."""
+        if not self.enabled:
+            return None
+        path = self.path(key)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no iter
+            problem = None
+            if meta.get("key") != _canonical(key):
+                problem = "its key differs"
+            elif meta.get("sha256") != tensors_digest(tensors):
+                problem = "its checksum does not match its contents"
+        except Exception as e:  # noqa: BLE001 - any parse failure means a damaged entry
+            problem = f"it cannot be read ({type(e).__name__}: {e})"
+        if problem:
+            logger.warning("feature cache entry %s is damaged (%s): removing it and recomputing", path, problem)
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return {k: v.to(device) for k, v in tensors.items()}
+
+    def put(self, key: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path | None:
+        """Store ``tensors`` under ``key`` atomically; returns the entry's path, or None if not written."""
+        if not self.enabled:
+            return None
+        from safetensors.torch import save_file
+
+        cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        meta = {"key": _canonical(key), "sha256": tensors_digest(cpu)}
+        path = self.path(key)
+        tmp = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+            os.close(fd)
+            save_file(cpu, tmp, metadata=meta)
+            os.replace(tmp, path)
+            tmp = None
+        except OSError as e:
+            self._warn_unwritable(e)
+            return None
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        return path
+
+    def _warn_unwritable(self, e: OSError) -> None:
+        if not self._warned:
+            logger.warning("feature cache %s is not writable (%s): continuing without caching (set CACHE.DIR or "
+                           "%s to a writable folder, or pass --no-cache)", self.folder, e.strerror or e, CACHE_ENV)
+            self._warned = True
+
+
+def fingerprint_module(module: torch.nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of ``module``.
+
+    ~1.3 GB/s on one core: about 0.6 s for BiomedCLIP; callers memoise it per backbone."""
+    h = hashlib.sha256()
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        t = t.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(memoryview(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
