@@ -157,6 +157,11 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
     except expected as e:
         logger.error("error: %s", e)
         return 1
+    except FloatingPointError as e:
+        logger.debug("traceback", exc_info=True)
+        logger.error("error: %s: training diverged; lower OPTIM.LR (now %g) or check the data (no checkpoint of "
+                     "the diverged epoch was written)", e, cfg.OPTIM.LR)
+        return 1
     return 0
 
 

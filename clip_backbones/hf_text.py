@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from open_clip import CustomTextCLIP
@@ -72,8 +73,17 @@ class HFTextBackbone(Backbone):
         if deep_prompts:
             out = self._layered_transformer(embeddings, mask, deep_prompts)
         else:
-            out = self.model.text.transformer(inputs_embeds=embeddings, attention_mask=mask)
+            bert = self.model.text.transformer
+            out = bert(inputs_embeds=embeddings, attention_mask=self._attention_mask(bert.config, embeddings, mask))
         return self._text_outputs(out, mask)
+
+    @staticmethod
+    def _attention_mask(config: Any, embeddings: torch.Tensor, mask: torch.Tensor) -> Any:
+        """The mask BertModel builds from the 2D padding mask, built here as a prepared 4D mask (which BertModel
+        uses as given): asked for without the "no padding → no mask" shortcut, whose test (``mask.all()``) would
+        wait for the device on every call."""
+        return create_bidirectional_mask(config=config, inputs_embeds=embeddings, attention_mask=mask,
+                                         allow_is_bidirectional_skip=False)
 
     def _text_inputs(self, embeddings: torch.Tensor, tokens: torch.Tensor,
                      length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +100,7 @@ class HFTextBackbone(Backbone):
         bert = text.transformer
         x = bert.embeddings(inputs_embeds=embeddings)
         # the same additive mask BertModel builds for its layers (attention implementation taken from the config)
-        attn = create_bidirectional_mask(config=bert.config, inputs_embeds=x, attention_mask=mask)
+        attn = self._attention_mask(bert.config, x, mask)
         x = run_blocks(bert.encoder.layer, x, deep_prompts, self.prompt_start, attention_mask=attn)
         # BertModel's pooler output only when open_clip's ClsPooler reads it
         use_pooler = isinstance(text.pooler, ClsPooler) and text.pooler.use_pooler_output and bert.pooler is not None
