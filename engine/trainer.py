@@ -68,7 +68,10 @@ BEST_CHECKPOINT = "model-best.pth.tar"
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 FROZEN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: metrics.json keys that measure the run's cost (they differ between two runs with identical results)
-COST_KEYS = ("wall_time_s", "timings_s", "peak_rss_mib", "peak_gpu_mib")
+COST_KEYS = ("wall_time_s", "timings_s", "counts", "peak_rss_mib", "peak_gpu_mib")
+#: environment variable: wait for the device at the boundaries of the timed phases (``scripts/benchmark.py`` sets
+#: it), so ``metrics.json``'s ``timings_s`` are exact on CUDA; off by default, since it costs a little speed
+SYNC_TIMINGS_ENV = "OGKD_SYNC_TIMINGS"
 #: config keys that change neither what a run learns nor its numbers: a run may resume across them
 RESUME_NEUTRAL_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "CACHE.ENABLED", "CACHE.DIR")
 
@@ -100,6 +103,7 @@ class TrainerBase:
     def __init__(self, cfg: CfgNode) -> None:
         age = process_age_s()
         self.timings: dict[str, float] = {"process_start_s": round(age, 3)} if age is not None else {}
+        self.counts: dict[str, int] = {}  # training steps run and images encoded ahead (metrics.json "counts")
         self.cfg = cfg
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.device = select_device(cfg.USE_CUDA)
@@ -257,6 +261,7 @@ class TrainerBase:
             )["features"]
             labels = torch.tensor([d.label for d in items], dtype=torch.long, device=self.device)
             self._split_feats[split] = (feats.to(self.device), labels)
+            self.sync_for_timing()
             self.timings[f"{split}_features_s"] = time.perf_counter() - t0
         return self._split_feats[split]
 
@@ -450,6 +455,9 @@ class TrainerBase:
             return self._final_test(t0)
         self.start_epoch = self.resume_if_possible(resume_dir)
         self.before_train()
+        age = process_age_s()
+        if age is not None:
+            self.timings["to_training_s"] = age  # process start → the first epoch begins
         self._best_val = -1.0
         n_batches = len(self.dm.train_loader_x)
         total = (self.max_epoch - self.start_epoch) * n_batches
@@ -501,12 +509,19 @@ class TrainerBase:
                 pending, count = [], 0
         yield from self._encoded(pending)
 
+    def sync_for_timing(self) -> None:
+        """Wait for the device, only when ``OGKD_SYNC_TIMINGS`` is set (benchmarks): exact phase timings on CUDA."""
+        if self.device.type == "cuda" and os.environ.get(SYNC_TIMINGS_ENV):
+            torch.cuda.synchronize(self.device)
+
     def _encoded(self, batches: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if not batches:
             return
         t0 = time.perf_counter()
         images = torch.cat([b["img"] for b in batches]).to(self.device, non_blocking=True)
         feats = self.encode_frozen(images)
+        self.sync_for_timing()
+        self.counts["encoded_images"] = self.counts.get("encoded_images", 0) + len(images)
         self.timings["encode_s"] = self.timings.get("encode_s", 0.0) + time.perf_counter() - t0
         start = 0
         for b in batches:
@@ -528,6 +543,7 @@ class TrainerBase:
         for i, batch in enumerate(self.train_batches(loader)):
             t0 = time.perf_counter()
             out = self.forward_backward(batch)
+            self.sync_for_timing()
             t_steps += time.perf_counter() - t0
             for k, v in out.items():
                 v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
@@ -540,6 +556,7 @@ class TrainerBase:
                                 **{k: f"{v:.4f}" for k, v in means.items()})
         self.check_finite()
         self.timings["steps_s"] = self.timings.get("steps_s", 0.0) + t_steps
+        self.counts["steps"] = self.counts.get("steps", 0) + n
         means = {k: float(v) / max(n, 1) for k, v in sums.items()}
         logger.info(
             "epoch [%d/%d] %s\tlr %.6e\t(%.1fs)", self.epoch + 1, self.max_epoch,
@@ -640,6 +657,7 @@ class TrainerBase:
             "epochs": int(self.max_epoch) if self._models else 0,
             "wall_time_s": round(float(wall_time_s), 3),
             "timings_s": {k: round(float(v), 3) for k, v in self.timings.items()},
+            "counts": dict(self.counts),
             **peak_memory_mib(self.device),
             "versions": package_versions(),
             "git_commit": git_commit(),

@@ -1,13 +1,27 @@
 #!/usr/bin/env python
-"""Time a trainer's start-up and training step on SynthMed, offline, and print the numbers.
+"""Measure what a run costs, phase by phase, offline — and project the paper grid from it.
 
-    python scripts/benchmark.py [--size full|tiny] [--trainer OGKD] [--device cpu|cuda] [--steps 5]
+    python scripts/benchmark.py [--size full|tiny] [--trainer OGKD] [--device cpu|cuda] [--prec fp32|bf16]
+                                [--shots 16] [--epochs 1] [--json FILE] [--project-grid]
 
-``--size full`` builds a randomly initialised model with BiomedCLIP's exact architecture and widths (BERT-base
-text tower, 256-token context, ViT-B/16, 512-d joint space) in a temporary ``local-dir:`` folder, so the timings
-are those of the real model without downloading it. Its vocabulary is the tiny model's (characters) plus every
-word of the SynthMed prompt bank, so prompts have realistic token counts. ``--size tiny`` uses tiny-biomedclip.
-Also reported: the text encoder on the padded 256-token context versus the trimmed one.
+Three real ``train.py`` processes on SynthMed (6 classes), side by side in one invocation:
+
+1. **cold** — an empty feature cache: the test features and the teacher bank are encoded and stored;
+2. **warm** — the same command again: both are read from the cache;
+3. **per-step** — warm, with ``TRAIN.ENCODE_BATCH_SIZE 0``: the frozen image tower runs inside every step (the
+   released code's loop), for comparing the step cost with the batched encoding's share counted.
+
+Each run's ``metrics.json`` holds its phase timings (``OGKD_SYNC_TIMINGS=1`` makes them exact on CUDA): process
+start (interpreter + imports), backbone load, data, model, teacher bank, start → training, encoding passes,
+optimisation steps, test features and evaluation, and the peak RSS / GPU memory. ``--size full`` builds a randomly
+initialised model with BiomedCLIP's exact architecture (BERT-base text tower, 256-token context, ViT-B/16, 512-d)
+in a temporary ``local-dir:`` folder, so the timings are those of the real model without downloading it.
+
+``--project-grid`` turns the measured per-image, per-step and per-run costs into the wall time of the full OGKD
+paper grid on this device — few-shot (11 datasets × K ∈ {1, 2, 4, 8, 16} × 3 seeds) and base-to-novel
+(10 datasets × 3 seeds, base training + novel evaluation) — from the catalogue's real split sizes and the OGKD
+configs' epochs and batch sizes, once as this toolkit runs it (cache, batched encoding) and once with the
+released code's run structure (every run encodes its test split and the bank, the image tower runs in every step).
 """
 
 from __future__ import annotations
@@ -17,20 +31,36 @@ import json
 import os
 import re
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
 BIOMEDCLIP_TEXT = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
                    "initializer_range": 0.02}
+SHOTS = (1, 2, 4, 8, 16)
+SEEDS = 3
+PHASES = (  # metrics.json timings_s key, label
+    ("process_start_s", "process start (interpreter + imports)"),
+    ("backbone_s", "backbone load"),
+    ("data_s", "data (split, few-shot sampling, loaders)"),
+    ("model_s", "model (prompt learner)"),
+    ("bank_s", "teacher bank (encode or cache read)"),
+    ("to_training_s", "start → training begins"),
+    ("encode_s", "encoding passes (training views)"),
+    ("steps_s", "optimisation steps"),
+    ("test_features_s", "test features (encode or cache read)"),
+    ("eval_test_s", "evaluation (incl. test features)"),
+)
 
 
 def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
@@ -61,99 +91,200 @@ def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
     return folder
 
 
+def trainer_config(trainer: str, protocol: str, dataset: str) -> Path:
+    per_dataset = REPO / "configs" / "trainers" / trainer / protocol / f"{dataset}.yaml"
+    return per_dataset if per_dataset.is_file() else REPO / "configs" / "trainers" / trainer / f"{protocol}.yaml"
+
+
+def train_run(argv: list[str], out: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One ``train.py`` process; returns its metrics.json plus the process's own wall time."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--output-dir", str(out), *argv], cwd=REPO,
+                          env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"benchmark run failed (exit {proc.returncode}): train.py {' '.join(argv)}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["process_wall_s"] = round(wall, 3)
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ projection
+def unit_costs(cold: dict[str, Any], warm: dict[str, Any], step: dict[str, Any]) -> dict[str, float]:
+    """Per-image, per-step and per-run costs on this device, from the three measured runs."""
+    t, c = warm["timings_s"], warm["counts"]
+    tc = cold["timings_s"]
+    n_test = cold["num_samples"]
+    bank_sentences = 6 * 50
+    return {
+        "run_overhead_s": sum(t.get(k, 0.0) for k in ("process_start_s", "backbone_s", "data_s", "model_s")),
+        "bank_cold_per_sentence_s": tc.get("bank_s", 0.0) / bank_sentences,
+        "bank_warm_s": t.get("bank_s", 0.0),
+        "encode_per_image_s": t.get("encode_s", 0.0) / max(c.get("encoded_images", 0), 1),
+        "step_s": t.get("steps_s", 0.0) / max(c.get("steps", 0), 1),
+        "per_step_path_step_s": step["timings_s"].get("steps_s", 0.0) / max(step["counts"].get("steps", 0), 1),
+        "test_cold_per_image_s": tc.get("test_features_s", 0.0) / n_test,
+        "test_warm_s": t.get("test_features_s", 0.0),
+        "finish_s": max(0.0, t.get("eval_test_s", 0.0) - t.get("test_features_s", 0.0)),
+    }
+
+
+def grid_runs() -> list[dict[str, Any]]:
+    """Every run of the OGKD paper grid: (dataset, protocol, classes trained, train images, test images, epochs,
+    batch size, whether it trains)."""
+    from datasets.catalogue import BENCHMARK
+    from engine.config import get_cfg_default, merge_from_file
+
+    runs = []
+    for info in BENCHMARK:
+        n_cls = info.num_classes
+        test_per_class = info.sizes[2] / n_cls
+        for protocol in ("few_shot", "base_to_novel"):
+            if protocol == "base_to_novel" and not info.base_to_novel:
+                continue
+            cfg = get_cfg_default()
+            merge_from_file(cfg, trainer_config("OGKD", protocol, info.config))
+            epochs, batch = int(cfg.OPTIM.MAX_EPOCH), int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+            if protocol == "few_shot":
+                for k in SHOTS:
+                    runs += [dict(dataset=info.name, protocol=protocol, train=n_cls * k, test=info.sizes[2],
+                                  classes=n_cls, epochs=epochs, batch=batch, trains=True)] * SEEDS
+            else:
+                n_base = len(info.base_classes)
+                runs += [dict(dataset=info.name, protocol="base", train=n_base * 16,
+                              test=round(test_per_class * n_base), classes=n_base, epochs=epochs, batch=batch,
+                              trains=True)] * SEEDS
+                runs += [dict(dataset=info.name, protocol="novel", train=0,
+                              test=round(test_per_class * (n_cls - n_base)), classes=n_cls - n_base, epochs=0,
+                              batch=batch, trains=False)] * SEEDS
+    return runs
+
+
+def project(costs: dict[str, float]) -> dict[str, Any]:
+    """Projected wall time (s) of the OGKD paper grid, as this toolkit runs it and with the released structure."""
+    ours = released = 0.0
+    seen: set[tuple[str, str]] = set()
+    runs = grid_runs()
+    for r in runs:
+        full = r["train"] >= r["batch"]  # drop_last: only full batches, unless the set is smaller than one batch
+        per_epoch = (r["train"] // r["batch"] if full else 1) if r["trains"] else 0
+        steps = r["epochs"] * per_epoch
+        images = r["epochs"] * (per_epoch * r["batch"] if full else r["train"]) if r["trains"] else 0
+        bank_cold = costs["bank_cold_per_sentence_s"] * r["classes"] * 50
+        test_cold = costs["test_cold_per_image_s"] * r["test"]
+        first = (r["dataset"], r["protocol"]) not in seen
+        seen.add((r["dataset"], r["protocol"]))
+        ours += costs["run_overhead_s"] + costs["finish_s"]
+        ours += (bank_cold if first else costs["bank_warm_s"]) if r["trains"] else 0.0
+        ours += test_cold if first else costs["test_warm_s"]
+        ours += images * costs["encode_per_image_s"] + steps * costs["step_s"]
+        released += costs["run_overhead_s"] + costs["finish_s"] + (bank_cold if r["trains"] else 0.0) + test_cold
+        released += steps * costs["per_step_path_step_s"]
+    return {"runs": len(runs), "ours_s": ours, "released_structure_s": released}
+
+
+def hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{d}d " if d else "") + f"{h:d}:{m:02d}:{s:02d}"
+
+
+# ------------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=("full", "tiny"), default="full")
+    p.add_argument("--size", choices=("full", "tiny"), default="full", help="model size (default: full)")
     p.add_argument("--trainer", default="OGKD")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps (after one warm-up step)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--prec", default="fp32", help="TRAINER.<NODE>.PREC (fp32 / amp / bf16)")
+    p.add_argument("--prec", default="auto", help="MODEL.BACKBONE.FROZEN_PREC: auto (bf16 on CUDA) / fp32 / bf16")
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=4, help="training batch size (OGKD's paper value: 4)")
+    p.add_argument("--workers", type=int, default=2, help="DATALOADER.NUM_WORKERS")
+    p.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    p.add_argument("--keep-model", type=Path, metavar="DIR",
+                   help="write the full-size model folder to DIR (reused if there) and keep it, e.g. for a grid")
+    p.add_argument("--project-grid", action="store_true", help="print the projected OGKD paper-grid time")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available here")
 
     from datasets.synthetic import PROMPT_BANK_FILE, make_synthmed
-    from engine.config import get_cfg_default, merge_from_file, merge_from_list
-    from engine.registry import TRAINER_REGISTRY
-    from engine.trainer import build_trainer
-    from engine.utils import setup_logger
 
-    setup_logger(None, verbose=False)
     tmp = Path(tempfile.mkdtemp(prefix="ogkd-bench-"))
     try:
         data = tmp / "data"
         make_synthmed(data, seed=0)
         bank = json.loads((data / "SynthMed" / PROMPT_BANK_FILE).read_text())
-        t0 = time.perf_counter()
-        backbone = f"local-dir:{full_size_folder(tmp, bank)}" if args.size == "full" else "tiny-biomedclip"
-        make_s = time.perf_counter() - t0
-        config = Path(f"configs/trainers/{args.trainer}/few_shot/synthmed.yaml")
-        if not config.is_file():
-            config = Path(f"configs/trainers/{args.trainer}/few_shot.yaml")
-        cfg = get_cfg_default()
-        merge_from_file(cfg, "configs/datasets/synthmed.yaml")
-        merge_from_file(cfg, config)
-        merge_from_list(cfg, ["DATASET.ROOT", str(data), "OUTPUT_DIR", str(tmp / "run"), "SEED", "1",
-                              "TRAINER.NAME", args.trainer, "DATASET.NUM_SHOTS", "16", "MODEL.BACKBONE.NAME",
-                              backbone, "DATALOADER.TRAIN_X.BATCH_SIZE", str(args.batch), "DATALOADER.NUM_WORKERS",
-                              "2", "USE_CUDA", str(args.device == "cuda"), "VERBOSE", "False"])
-        node = TRAINER_REGISTRY.get(args.trainer).cfg_node
-        if node and "PREC" in cfg.TRAINER[node]:
-            merge_from_list(cfg, [f"TRAINER.{node}.PREC", args.prec])
-
-        t0 = time.perf_counter()
-        trainer = build_trainer(cfg)
-        startup_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        trainer.before_train()
-        bank_s = time.perf_counter() - t0
-        trainer.set_model_mode("train")
-        batches = [b for _, b in zip(range(args.steps + 1), trainer.dm.train_loader_x)]
-        sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-        times = []
-        for i, batch in enumerate(batches):
-            sync()
-            t0 = time.perf_counter()
-            trainer.forward_backward(batch)
-            sync()
-            if i:
-                times.append(time.perf_counter() - t0)
-
-        bb = trainer.backbone
-        pl = getattr(trainer, "prompt_learner", None)
-        text_line = ""
-        if pl is not None:
-            prompts, tokens = pl().detach(), pl.tokenized_prompts
-            with torch.no_grad():
-                def clock(fn) -> float:
-                    fn()
-                    sync()
-                    t = time.perf_counter()
-                    for _ in range(3):
-                        fn()
-                    sync()
-                    return (time.perf_counter() - t) / 3
-
-                trimmed = clock(lambda: bb.encode_text_from_embeddings(prompts, tokens))
-                full = clock(lambda: bb.encode_text(tokens))
-            length = int((tokens != 0).sum(1).max())
-            text_line = (f"text encoder, {len(tokens)} prompts: {full * 1e3:.1f} ms at {tokens.shape[1]} tokens, "
-                         f"{trimmed * 1e3:.1f} ms trimmed to {length} ({full / trimmed:.1f}x)")
-        n_params = sum(p.numel() for p in bb.parameters()) / 1e6
-        print(f"{args.trainer} on SynthMed (6 classes, 16 shots), {args.size} BiomedCLIP architecture "
-              f"({n_params:.1f}M parameters), {args.device}, batch {args.batch}, PREC {args.prec}, "
-              f"torch threads {torch.get_num_threads()}")
+        backbone = "tiny-biomedclip"
         if args.size == "full":
-            print(f"  random full-size checkpoint written in      {make_s:8.2f} s (not part of a real run)")
-        print(f"  start-up (backbone load + data + model)     {startup_s:8.2f} s")
-        print(f"  teacher bank encoding (before_train)        {bank_s:8.2f} s")
-        if times:
-            print(f"  training step (forward + backward)          {statistics.median(times):8.3f} s median "
-                  f"of {len(times)} (min {min(times):.3f}, max {max(times):.3f})")
-        if text_line:
-            print(f"  {text_line}")
+            if args.keep_model and (args.keep_model / "biomedclip-architecture").is_dir():
+                folder = args.keep_model / "biomedclip-architecture"
+            else:
+                (args.keep_model or tmp).mkdir(parents=True, exist_ok=True)
+                folder = full_size_folder(args.keep_model or tmp, bank)
+            backbone = f"local-dir:{folder}"
+            print(f"full-size model: {backbone}", flush=True)
+        env = {**os.environ, "OGKD_CACHE_DIR": str(tmp / "cache"), "OGKD_SYNC_TIMINGS": "1"}
+        common = ["--root", str(data), "--seed", "1", "--trainer", args.trainer,
+                  "--dataset-config-file", str(REPO / "configs/datasets/synthmed.yaml"),
+                  "--config-file", str(trainer_config(args.trainer, "few_shot", "synthmed")),
+                  "DATASET.NUM_SHOTS", str(args.shots), "OPTIM.MAX_EPOCH", str(args.epochs),
+                  "MODEL.BACKBONE.NAME", backbone, "MODEL.BACKBONE.FROZEN_PREC", args.prec,
+                  "DATALOADER.TRAIN_X.BATCH_SIZE", str(args.batch), "DATALOADER.NUM_WORKERS", str(args.workers),
+                  "USE_CUDA", str(args.device == "cuda"), "VERBOSE", "False"]
+        runs = {}
+        for name, extra in (("cold", []), ("warm", []), ("per-step", ["TRAIN.ENCODE_BATCH_SIZE", "0"])):
+            print(f"[{name}] train.py ...", flush=True)
+            runs[name] = train_run([*common, *extra], tmp / name, env)
+        report(args, runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
+    cold, warm, step = runs["cold"], runs["warm"], runs["per-step"]
+    costs = unit_costs(cold, warm, step)
+    n_params = {"full": "196M", "tiny": "0.1M"}[args.size]
+    device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"\n{args.trainer} on SynthMed (6 classes, {args.shots} shots, {args.epochs} epoch(s), batch {args.batch}), "
+          f"{args.size} BiomedCLIP architecture ({n_params} parameters), {device}, FROZEN_PREC {args.prec}")
+    print(f"  {'phase':42s} {'cold':>9s} {'warm':>9s} {'per-step':>9s}")
+    for key, label in PHASES:
+        vals = [r["timings_s"].get(key) for r in (cold, warm, step)]
+        print(f"  {label:42s} " + " ".join(f"{v:8.2f}s" if v is not None else f"{'-':>9s}" for v in vals))
+    print(f"  {'whole process':42s} " + " ".join(f"{r['process_wall_s']:8.2f}s" for r in (cold, warm, step)))
+    mem = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
+    print(f"  {mem:42s} " + " ".join(f"{r.get(mem, 0) / 1024:7.2f}Gi" for r in (cold, warm, step)))
+    print(f"  {'accuracy (equal up to float rounding)':42s} "
+          + " ".join(f"{r['accuracy']:8.2f}%" for r in (cold, warm, step)))
+    batched = costs["step_s"] + costs["encode_per_image_s"] * args.batch
+    print("\n  per training step: batched path "
+          f"{batched:.3f} s ({costs['step_s']:.3f} step + {costs['encode_per_image_s'] * args.batch:.3f} encoding "
+          f"share) vs per-step path {costs['per_step_path_step_s']:.3f} s "
+          f"({batched / max(costs['per_step_path_step_s'], 1e-9):.2f}x)")
+    ev_cold, ev_warm = cold["timings_s"].get("eval_test_s", 0.0), warm["timings_s"].get("eval_test_s", 0.0)
+    print(f"  evaluation, second run / first run: {ev_warm:.2f} s / {ev_cold:.2f} s "
+          f"= {100 * ev_warm / max(ev_cold, 1e-9):.1f}%")
+    print(f"  start → training begins, warm cache: {warm['timings_s'].get('to_training_s', float('nan')):.2f} s")
+    out: dict[str, Any] = {"settings": vars(args) | {"json": str(args.json) if args.json else None,
+                                                      "device_name": device},
+                           "runs": runs, "unit_costs": costs}
+    if args.project_grid:
+        proj = project(costs)
+        out["projection"] = proj
+        print(f"\n  projected OGKD paper grid on this device ({proj['runs']} runs: 165 few-shot, 30 base + 30 novel):")
+        print(f"    this toolkit (feature cache, batched encoding):        {hms(proj['ours_s'])}")
+        print(f"    released run structure (re-encode test + bank per run, "
+              f"image tower in every step): {hms(proj['released_structure_s'])}")
+        print("    (one process at a time; per-run overhead as measured here; "
+              "the real split sizes and OGKD configs' epochs and batch sizes)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        print(f"\n  wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The CUDA check, one prepared script (about 6–8 minutes on one GPU). Run it when you have a GPU:
+#
+#   bash scripts/gpu_check.sh [OUT_DIR]          # default: $OUT if set, else gpu_check_out
+#
+# Needs the project's Python environment with a CUDA build of torch (no network is used). Steps, each logged to
+# OUT_DIR (a failing step is reported and the next one still runs; the exit status is 1 if any step failed):
+#   1. tests/test_cuda.py — runs on CUDA vs the CPU, no host sync inside a step (CUDA sync debug mode), bf16 frozen
+#      features within tolerance of fp32, pinned memory, cache entries per device;
+#   2. scripts/benchmark.py on the full-size BiomedCLIP architecture (random weights), frozen towers in fp32,
+#      then in bf16 with the projected OGKD paper grid (JSON: bench_fp32.json, bench_bf16.json);
+#   3. a reduced OGKD grid (K = 1, 4, 16; seed 1; the config's 100 epochs) on synthetic images with BTMRI's test
+#      split size, on the same full-size model, timed per run (grid.log, summary in OUT_DIR/grid).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-gpu_check_out}}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export OGKD_CACHE_DIR="$OUT_DIR/cache"
+PY=${PYTHON:-python}
+failed=()
+step() {  # step NAME LOGFILE COMMAND...
+  local name=$1 log=$2
+  shift 2
+  echo "== $name ($(date +%H:%M:%S))"
+  local t0=$SECONDS
+  if "$@" >"$OUT_DIR/$log" 2>&1; then
+    echo "   ok ($((SECONDS - t0)) s) — $OUT_DIR/$log"
+  else
+    echo "   FAILED ($((SECONDS - t0)) s) — last lines of $OUT_DIR/$log:"
+    tail -n 15 "$OUT_DIR/$log" | sed 's/^/     /'
+    failed+=("$name")
+  fi
+}
+
+"$PY" - <<'EOF' | tee "$OUT_DIR/device.txt"
+import torch
+assert torch.cuda.is_available(), "no CUDA device: scripts/gpu_check.sh is for a CUDA machine"
+p = torch.cuda.get_device_properties(0)
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {p.name}, {p.total_memory / 2**30:.0f} GiB, "
+      f"bf16 {torch.cuda.is_bf16_supported()}")
+EOF
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+
+step "CUDA-path tests" cuda_tests.log "$PY" -m pytest -q tests/test_cuda.py tests/test_frozen_paths.py
+step "benchmark, fp32 frozen towers" bench_fp32.log \
+  "$PY" scripts/benchmark.py --size full --device cuda --prec fp32 --epochs 2 --keep-model "$OUT_DIR/model" \
+  --json "$OUT_DIR/bench_fp32.json"
+step "benchmark, bf16 frozen towers + projected paper grid" bench_bf16.log \
+  "$PY" scripts/benchmark.py --size full --device cuda --prec bf16 --epochs 2 --keep-model "$OUT_DIR/model" \
+  --project-grid --json "$OUT_DIR/bench_bf16.json"
+grep -A3 "projected OGKD paper grid" "$OUT_DIR/bench_bf16.log"
+
+n_test=$("$PY" -c "from datasets.catalogue import get_info; i = get_info('BTMRI'); print(round(i.sizes[2] / 6))")
+step "synthetic data with BTMRI's test size" data.log \
+  "$PY" scripts/make_synthetic_data.py --dataset synthmed --root "$OUT_DIR/data" --n-train 16 --n-val 4 \
+  --n-test "$n_test" --allow-new-data
+model="local-dir:$(realpath "$OUT_DIR/model/biomedclip-architecture")"
+step "reduced OGKD grid (K 1 4 16, seed 1, 100 epochs)" grid.log \
+  env DATA_ROOT="$OUT_DIR/data" OUTPUT_ROOT="$OUT_DIR/grid" BACKBONE="$model" TRAINERS=OGKD SHOTS="1 4 16" \
+  SEEDS=1 EXTRA="USE_CUDA True" bash scripts/run_fewshot.sh --datasets synthmed
+grep -E "^done|^runs:" "$OUT_DIR/grid.log" | tail -n 8
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu_check: ${#failed[@]} step(s) failed: ${failed[*]}"
+  exit 1
+fi
+echo "gpu_check: all steps passed — logs and JSON in $OUT_DIR"
