@@ -15,7 +15,7 @@ import math
 import os
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from torchvision import transforms as T
 from yacs.config import CfgNode
 
@@ -276,29 +276,49 @@ def build_transform(cfg: CfgNode, pre: Preprocessing, *, is_train: bool) -> T.Co
 class DatasetWrapper(Dataset):
     """Datum list + transform → dicts ``{"img", "label", "impath", "index"}``.
 
-    With ``seed`` set (the training set), item i's random augmentation in epoch e is drawn from its own stream,
-    seeded from (seed, e, i) under a forked RNG: the views depend neither on the batch order, the number of workers
-    nor on anything else that draws random numbers (text dropout), and the global RNG is left untouched."""
+    With ``seed`` set (the training set, indexed by (epoch, i) pairs from :class:`EpochSampler`), item i's random
+    augmentation in epoch e is drawn from its own stream, seeded from (seed, e, i) under a forked RNG: the views
+    depend neither on the batch order, the number of workers nor on anything else that draws random numbers (text
+    dropout), and the global RNG is left untouched."""
 
     def __init__(self, items: Sequence[Datum], transform: T.Compose, *, seed: int | None = None) -> None:
         self.items = list(items)
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, idx = key if isinstance(key, tuple) else (0, key)
         d = self.items[idx]
         img = read_image(d.impath)
         if self.seed is None:
             x = self.transform(img)
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.seed, "augment", self.epoch, idx))
+                torch.manual_seed(derive_seed(self.seed, "augment", epoch, idx))
                 x = self.transform(img)
         return {"img": x, "label": d.label, "impath": d.impath, "index": idx}
+
+
+class EpochSampler(Sampler):
+    """A ``RandomSampler`` shuffling with its own ``generator`` (reseeded every epoch), yielding (epoch, i) pairs.
+
+    The order depends only on the generator, whatever the number of workers, and the epoch reaches
+    :class:`DatasetWrapper` through the indices, so persistent workers (started once per run, not once per epoch)
+    still seed each view from (SEED, epoch, i)."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.inner = RandomSampler(range(n), generator=generator)
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -330,11 +350,13 @@ class DataManager:
             return DataLoader(
                 DatasetWrapper(items, tfm, seed=int(cfg.SEED) if train else None),
                 batch_size=batch,
-                shuffle=train,
-                generator=self.generator if train else None,
+                sampler=EpochSampler(len(items), self.generator) if train else None,
+                # the loader draws its workers' base seed from its own generator: never from the global RNG (text
+                # dropout) nor from the shuffling's (so the order does not depend on the number of workers)
+                generator=torch.Generator().manual_seed(0) if train else None,
                 num_workers=workers,
                 drop_last=train and len(items) >= batch,
-                persistent_workers=False,
+                persistent_workers=train and workers > 0,  # the training loader's workers live for the whole run
                 pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
             )
 
@@ -349,7 +371,7 @@ class DataManager:
         """Seed the training loader's shuffling from ``seed`` and its augmentations from (SEED, ``epoch``, item)."""
         self.generator.manual_seed(seed)
         if self.train_loader_x is not None:
-            self.train_loader_x.dataset.epoch = epoch
+            self.train_loader_x.sampler.epoch = epoch
 
     def summary(self) -> str:
         ds = self.dataset

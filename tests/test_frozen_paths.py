@@ -97,11 +97,15 @@ def test_augmentation_is_seeded_per_item_whatever_the_workers(synth_root: Path, 
         views.append({int(i): img for b in t.dm.train_loader_x for i, img in zip(b["index"], b["img"], strict=True)})
     assert views[0].keys() == views[1].keys()
     assert all(torch.equal(views[0][i], views[1][i]) for i in views[0])
-    # and each epoch draws other views
-    t0.epoch = 4
-    t0._seed_epoch()
-    other = {int(i): img for b in t0.dm.train_loader_x for i, img in zip(b["index"], b["img"], strict=True)}
-    assert not all(torch.equal(other[i], views[0][i]) for i in other)
+    # each epoch draws other views, also in the persistent workers (started once per run)
+    assert t2.dm.train_loader_x.persistent_workers
+    for t in (t0, t2):
+        t.epoch = 4
+        t._seed_epoch()
+    other = [{int(i): img for b in t.dm.train_loader_x for i, img in zip(b["index"], b["img"], strict=True)}
+             for t in (t0, t2)]
+    assert not all(torch.equal(other[0][i], views[0][i]) for i in other[0])
+    assert all(torch.equal(other[0][i], other[1][i]) for i in other[0])
 
 
 # ------------------------------------------------------------------------------------------------ no host sync
