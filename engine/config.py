@@ -123,8 +123,9 @@ def _base_defaults() -> CN:
     _C.TRAIN.PRINT_FREQ = 10
     _C.TRAIN.COUNT_ITER = "train_x"
     # ours: trainers with a frozen, unprompted image tower encode each epoch's augmented views in no-grad batches of
-    # this many images before the optimisation steps (same views, same results); 0 = encode inside every step
-    _C.TRAIN.ENCODE_BATCH_SIZE = 256
+    # this many images before the optimisation steps (same views, same results up to float rounding); 0 = encode
+    # inside every step; -1 = auto: 256 on CUDA, 32 on the CPU (where a large batch only costs memory)
+    _C.TRAIN.ENCODE_BATCH_SIZE = -1
 
     _C.CACHE = CN()  # ours: disk cache of frozen-tower outputs (evaluation image features, teacher prompt banks)
     _C.CACHE.ENABLED = True  # False (train.py --no-cache): compute everything, read and write nothing

@@ -67,6 +67,7 @@ CHECKPOINT_PREFIX = "model.pth.tar-"
 BEST_CHECKPOINT = "model-best.pth.tar"
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 FROZEN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTO_ENCODE_BATCH = {True: 256, False: 32}  # TRAIN.ENCODE_BATCH_SIZE -1, by "is the device CUDA"
 #: metrics.json keys that measure the run's cost (they differ between two runs with identical results)
 COST_KEYS = ("wall_time_s", "timings_s", "counts", "peak_rss_mib", "peak_gpu_mib")
 #: environment variable: wait for the device at the boundaries of the timed phases (``scripts/benchmark.py`` sets
@@ -488,8 +489,11 @@ class TrainerBase:
     def encode_batch_size(self) -> int:
         """Images per no-grad encoding pass of the training views; 0 = encode inside each step."""
         size = int(self.cfg.TRAIN.ENCODE_BATCH_SIZE)
-        if size < 0:
-            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0 (0 = encode in each step), got {size}")
+        if size < -1:
+            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto (256 on CUDA, 32 on the CPU); "
+                             f"0 encodes inside each step. Got {size}")
+        if size == -1:
+            size = AUTO_ENCODE_BATCH[self.device.type == "cuda"]
         return size if self.batched_train_features else 0
 
     def train_batches(self, loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
