@@ -242,3 +242,225 @@ def test_layout_trainers_pivots_the_same_numbers(tmp_path: Path, capsys: pytest.
     rows = _csv(tmp_path / "fewshot_accuracy.csv")
     assert {(r["trainer"], r["shots"], r["mean"]) for r in rows if r["dataset"] == "Alpha"} == {
         ("CoOp", "4", "55.0000"), ("OGKD", "4", "75.0000"), ("OGKD", "16", "76.0000")}
+
+
+# ---------------------------------------------------------------------------------------------------- --format, layouts
+def _latex_grid(root: Path) -> None:
+    """Beta / Skin_Lesion × CLIP_Adapter and OGKD, K = 4 and 16, seeds 1-2; ece 3 for CLIP_Adapter, 5 for OGKD.
+
+    accuracy, K=4: Beta CLIP_Adapter 80 ± 0, OGKD 61 ± 1; Skin_Lesion CLIP_Adapter 55 ± 5, OGKD 71 ± 1;
+    Average CLIP_Adapter 67.5, OGKD 66. K=16: CLIP_Adapter on Beta seed 1 only (70), OGKD on Skin_Lesion (90 ± 0);
+    so the K=16 Averages are incomplete: CLIP_Adapter over 0 of 2 datasets, OGKD over 1 (90)."""
+    for seed, (a, o, b, p) in zip((1, 2), ((50.0, 70.0, 80.0, 60.0), (60.0, 72.0, 80.0, 62.0))):
+        _write(root, "Skin_Lesion", "CLIP_Adapter", seed, a, shots=4, ece=3.0)
+        _write(root, "Skin_Lesion", "OGKD", seed, o, shots=4, ece=5.0)
+        _write(root, "Beta", "CLIP_Adapter", seed, b, shots=4, ece=3.0)
+        _write(root, "Beta", "OGKD", seed, p, shots=4, ece=5.0)
+        _write(root, "Skin_Lesion", "OGKD", seed, 90.0, shots=16, ece=5.0)
+    _write(root, "Beta", "CLIP_Adapter", 1, 70.0, shots=16, ece=3.0)
+
+
+def _tex_tables(root: Path) -> list[str]:
+    text = (root / "summary.tex").read_text(encoding="utf-8")
+    return text.split("\\begin{table}")[1:]
+
+
+def test_latex_booktabs_bold_best_per_k_and_escaped_names(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _latex_grid(tmp_path)
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "ece", "--format", "md,latex"]) == 0
+    text = (tmp_path / "summary.tex").read_text(encoding="utf-8")
+    assert text.startswith("%") and "\\usepackage{booktabs}" in text.splitlines()[1]
+    assert text.isascii()  # ±, †, —, ×, … are written as LaTeX commands
+    acc, ece = _tex_tables(tmp_path)  # one LaTeX table per Markdown table
+    assert len(_tables(tmp_path)) == 2
+    lines = acc.splitlines()
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\end{tabular}", "\\end{table}"):
+        assert rule in lines
+    caption = next(line for line in lines if line.startswith("\\caption{"))
+    assert "Few-shot: accuracy (\\%)" in caption and "Rows: datasets; columns: trainer $\\times$ K" in caption
+    assert "seeds 1, 2 (every seed found)" in caption and "highest" in caption
+    assert " & \\multicolumn{2}{c}{CLIP\\_Adapter} & \\multicolumn{2}{c}{OGKD} \\\\" in lines
+    assert "\\cmidrule(lr){2-3} \\cmidrule(lr){4-5}" in lines
+    assert "dataset & K=4 & K=16 & K=4 & K=16 \\\\" in lines
+    # per row, the best among the trainers with the same K; a value alone at its K is never bold
+    assert ("Beta & \\textbf{80.00} $\\pm$ 0.00 & 70.00 $\\pm$ 0.00 $^\\dagger$(missing 2) & 61.00 $\\pm$ 1.00 & "
+            "--- \\\\") in lines
+    assert "Skin\\_Lesion & 55.00 $\\pm$ 5.00 & --- & \\textbf{71.00} $\\pm$ 1.00 & 90.00 $\\pm$ 0.00 \\\\" in lines
+    # incomplete Averages are marked and never compete
+    average = lines.index("Average & \\textbf{67.50} & ---$^{*}$ (0/2 datasets) & 66.00 & 90.00$^{*}$ (1/2 datasets) "
+                          "\\\\")
+    assert lines[average - 1] == "\\midrule" and lines[average + 1] == "\\bottomrule"
+    # ece: lower is better
+    lines = ece.splitlines()
+    assert "lowest" in next(line for line in lines if line.startswith("\\caption{"))
+    assert ("Beta & \\textbf{3.00} $\\pm$ 0.00 & 3.00 $\\pm$ 0.00 $^\\dagger$(missing 2) & 5.00 $\\pm$ 0.00 & "
+            "--- \\\\") in lines
+    assert "Average & \\textbf{3.00} & ---$^{*}$ (0/2 datasets) & 5.00 & 5.00$^{*}$ (1/2 datasets) \\\\" in lines
+    assert summarize._tex("a_b%c&d#e") == "a\\_b\\%c\\&d\\#e"
+    capsys.readouterr()
+
+    # trainers layout: best per column (one K) of each per-dataset table
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--format", "latex", "--layout", "trainers"]) == 0
+    assert capsys.readouterr().out == ""  # no md: nothing on stdout
+    assert not (tmp_path / "fewshot_accuracy.csv").exists()
+    beta, skin, average = _tex_tables(tmp_path)
+    assert "Rows: trainers; columns: K; dataset Skin\\_Lesion" in skin
+    assert "trainer & K=4 & K=16 \\\\" in skin.splitlines()
+    assert "CLIP\\_Adapter & 55.00 $\\pm$ 5.00 & --- \\\\" in skin.splitlines()
+    assert "OGKD & \\textbf{71.00} $\\pm$ 1.00 & 90.00 $\\pm$ 0.00 \\\\" in skin.splitlines()
+    assert ("CLIP\\_Adapter & \\textbf{80.00} $\\pm$ 0.00 & 70.00 $\\pm$ 0.00 $^\\dagger$(missing 2) \\\\"
+            in beta.splitlines())
+    # the Average table marks incomplete averages (which never compete)
+    assert "CLIP\\_Adapter & \\textbf{67.50} & ---$^{*}$ (0/2 datasets) \\\\" in average.splitlines()
+    assert "OGKD & 66.00 & 90.00$^{*}$ (1/2 datasets) \\\\" in average.splitlines()
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--layout", "trainers"]) == 0
+    assert _tables(tmp_path)["Few-shot: accuracy (%) — Average"][1:] == [
+        ["CLIP_Adapter", "67.50", "—* (0/2 datasets)"], ["OGKD", "66.00", "90.00* (1/2 datasets)"]]
+
+
+def test_json_records_equal_the_csv_rows(tmp_path: Path) -> None:
+    _latex_grid(tmp_path)
+    for seed, (b, n) in zip((1, 2), ((90.0, 10.0), (70.0, 30.0))):
+        _write(tmp_path, "Beta", "CoOp", seed, b, subsample="base")
+        _write(tmp_path, "Beta", "CoOp", seed, n, subsample="new")
+    _write(tmp_path, "Beta", "CoOp", 3, 50.0, subsample="base")  # seed 3 has no new run
+    assert summarize.main([str(tmp_path), "--format", "csv,json"]) == 0
+    assert not (tmp_path / "summary.md").exists() and not (tmp_path / "summary.tex").exists()
+    rows = _csv(tmp_path / "summary.csv")
+    records = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert len(records) == len(rows) == 3 * (4 * 3) + 3 * 2  # 4 trainer × K columns × 3 rows; 2 base-to-novel rows
+    for row, record in zip(rows, records):
+        assert list(record) == list(row)
+        for key, text in row.items():
+            value = record[key]
+            if key.startswith("missing_"):  # a list where the row has the field, else None
+                assert text == "" if value is None else " ".join(map(str, value)) == text
+            elif text == "":
+                assert value is None
+            elif isinstance(value, str):
+                assert value == text
+            else:
+                assert isinstance(value, int | float) and value == pytest.approx(float(text), abs=1e-12)
+    by_key = {(r["protocol"], r["metric"], r["dataset"], r["trainer"], r["shots"]): r for r in records}
+    skin = by_key[("fewshot", "accuracy", "Skin_Lesion", "CLIP_Adapter", 4)]
+    assert skin["mean"] == 55.0 and skin["std"] == 5.0 and skin["n_seeds"] == 2 and skin["missing_seeds"] == []
+    assert skin["backbone"] is None
+    assert by_key[("fewshot", "accuracy", "Beta", "CLIP_Adapter", 16)]["missing_seeds"] == [2]
+    avg = by_key[("fewshot", "accuracy", "Average", "OGKD", 16)]
+    assert avg["mean"] == 90.0 and avg["std"] is None and avg["missing_datasets"] == ["Beta"]
+    b2n = by_key[("base2novel", "accuracy", "Beta", "CoOp", 16)]
+    assert b2n["base_mean"] == 80.0 and b2n["hm"] == pytest.approx(32.0) and b2n["missing_seeds"] == [3]
+    assert b2n["missing_base"] == [] and b2n["missing_new"] == [3] and b2n["mean"] is None
+
+
+def _zero_shot_grid(root: Path, *, vary: bool = False) -> None:
+    """CoOp (trained) and ZeroshotCLIP (epochs 0: Alpha 40, Beta 62 at every K and seed) at K = 1, 4, seeds 1-3.
+
+    CoOp: Alpha K=1 52/53/54 (53 ± 0.82), K=4 56 ± 0.82; Beta 61 (K=1) and 64 (K=4) at every seed."""
+    for seed in (1, 2, 3):
+        for k in (1, 4):
+            _write(root, "Alpha", "CoOp", seed, 50.0 + k + seed, shots=k, epochs=10)
+            _write(root, "Beta", "CoOp", seed, 60.0 + k, shots=k, epochs=10)
+            _write(root, "Alpha", "ZeroshotCLIP", seed, 40.0 + (k == 4 and vary), shots=k, epochs=0)
+            _write(root, "Beta", "ZeroshotCLIP", seed, 62.0, shots=k, epochs=0)
+
+
+def test_training_free_trainer_is_shown_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _zero_shot_grid(tmp_path)
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--format", "md,csv,latex"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err
+    acc = _tables(tmp_path)["Few-shot: accuracy (%)"]
+    assert acc[0] == ["dataset", "CoOp K=1", "CoOp K=4", "ZeroshotCLIP (no training)"]
+    assert [_cell(acc, row, "ZeroshotCLIP (no training)") for row in ("Alpha", "Beta", "Average")] == [
+        "40.00", "62.00", "51.00"]
+    assert _cell(acc, "Alpha", "CoOp K=1") == "53.00 ± 0.82"
+    note = ("- ZeroshotCLIP learns nothing (epochs 0 in every run): one value per dataset, identical over its 6 runs "
+            "on each dataset (K ∈ {1, 4}, seeds 1–3).")
+    assert note in out.splitlines()
+    # the CSV is unchanged: one row per K with plain numbers
+    rows = [r for r in _csv(tmp_path / "fewshot_accuracy.csv") if r["trainer"] == "ZeroshotCLIP"]
+    assert [(r["dataset"], r["shots"], r["mean"], r["std"]) for r in rows if r["dataset"] != "Average"] == [
+        ("Alpha", "1", "40.0000", "0.0000"), ("Alpha", "4", "40.0000", "0.0000"),
+        ("Beta", "1", "62.0000", "0.0000"), ("Beta", "4", "62.0000", "0.0000")]
+    tex = _tex_tables(tmp_path)[0].splitlines()
+    assert "dataset & K=1 & K=4 & no training \\\\" in tex
+    # no fake ± 0.00; the training-free column competes at every K: bold where it is the best of some K
+    assert "Alpha & \\textbf{53.00} $\\pm$ 0.82 & \\textbf{56.00} $\\pm$ 0.82 & 40.00 \\\\" in tex
+    assert "Beta & 61.00 $\\pm$ 0.00 & \\textbf{64.00} $\\pm$ 0.00 & \\textbf{62.00} \\\\" in tex
+
+    # trainers layout: one row, the value in every K column, without ±
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--layout", "trainers"]) == 0
+    out = capsys.readouterr().out
+    alpha = _tables(tmp_path)["Few-shot: accuracy (%) — Alpha"]
+    assert alpha[0] == ["trainer", "K=1", "K=4"]
+    assert alpha[2] == ["ZeroshotCLIP (no training)", "40.00", "40.00"]
+    assert _tables(tmp_path)["Few-shot: accuracy (%) — Average"][2] == ["ZeroshotCLIP (no training)", "51.00", "51.00"]
+    assert note in out.splitlines()
+
+
+def test_training_free_trainer_whose_runs_differ_keeps_the_old_display(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    _zero_shot_grid(tmp_path, vary=True)  # Alpha K=4: 41, not 40
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy"]) == 0
+    out, err = capsys.readouterr()
+    assert ("warning: ZeroshotCLIP: every few-shot run has epochs 0, but its results differ between runs "
+            "(Alpha accuracy 40.00 to 41.00)") in err
+    acc = _tables(tmp_path)["Few-shot: accuracy (%)"]
+    assert acc[0] == ["dataset", "CoOp K=1", "CoOp K=4", "ZeroshotCLIP K=1", "ZeroshotCLIP K=4"]
+    assert _cell(acc, "Alpha", "ZeroshotCLIP K=4") == "41.00 ± 0.00"
+    assert "no training" not in out and "learns nothing" not in out
+
+
+def test_layout_paper_one_table_per_k_trainers_as_columns_in_order(tmp_path: Path) -> None:
+    for seed, (a, b) in enumerate(((50.0, 70.0), (60.0, 80.0)), start=1):
+        for k in (1, 4):
+            _write(tmp_path, "Alpha", "CoOp", seed, a + k, shots=k)
+            _write(tmp_path, "Beta", "CoOp", seed, b + k, shots=k)
+            _write(tmp_path, "Alpha", "OGKD", seed, a + 2 * k, shots=k)
+            _write(tmp_path, "Beta", "OGKD", seed, b + 2 * k, shots=k)
+        _write(tmp_path, "Alpha", "KgCoOp", seed, 10.0 * seed, shots=4)  # K=4 only
+        _write(tmp_path, "Alpha", "CoOp", seed, 60.0, subsample="base")
+        _write(tmp_path, "Alpha", "CoOp", seed, 40.0, subsample="new")
+        _write(tmp_path, "Alpha", "OGKD", seed, 70.0, subsample="base")
+        _write(tmp_path, "Alpha", "OGKD", seed, 50.0, subsample="new")
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--layout", "paper", "--order", "OGKD",
+                           "--format", "md,latex"]) == 0
+    tables = _tables(tmp_path)
+    assert list(tables) == ["Few-shot: accuracy (%), K=1", "Few-shot: accuracy (%), K=4",
+                            "Base-to-novel: accuracy (%), K=16"]
+    k1, k4, b2n = tables.values()
+    assert k1[0] == ["dataset", "OGKD", "CoOp"]  # --order first; KgCoOp has no K=1 run
+    assert k4[0] == ["dataset", "OGKD", "CoOp", "KgCoOp"]  # then alphabetically
+    assert [r[0] for r in k4[1:]] == ["Alpha", "Beta", "Average"]
+    assert k4[1] == ["Alpha", "63.00 ± 5.00", "59.00 ± 5.00", "15.00 ± 5.00"]
+    assert k4[2] == ["Beta", "83.00 ± 5.00", "79.00 ± 5.00", "—"]
+    assert k4[3] == ["Average", "73.00", "69.00", "15.00* (1/2 datasets)"]
+    assert k1[3] == ["Average", "67.00", "66.00"]
+    assert b2n[0] == ["dataset", "OGKD base", "OGKD novel", "OGKD HM", "CoOp base", "CoOp novel", "CoOp HM"]
+    tex = _tex_tables(tmp_path)[1].splitlines()
+    assert "dataset & OGKD & CoOp & KgCoOp \\\\" in tex
+    assert "Alpha & \\textbf{63.00} $\\pm$ 5.00 & 59.00 $\\pm$ 5.00 & 15.00 $\\pm$ 5.00 \\\\" in tex
+    b2n_tex = _tex_tables(tmp_path)[2].splitlines()
+    assert " & \\multicolumn{3}{c}{OGKD} & \\multicolumn{3}{c}{CoOp} \\\\" in b2n_tex
+    assert "\\cmidrule(lr){2-4} \\cmidrule(lr){5-7}" in b2n_tex
+    hm_ogkd, hm_coop = f"{_hm(70, 50):.2f}", f"{_hm(60, 40):.2f}"
+    assert (f"Alpha & \\textbf{{70.00}} $\\pm$ 0.00 & \\textbf{{50.00}} $\\pm$ 0.00 & \\textbf{{{hm_ogkd}}} & "
+            f"60.00 $\\pm$ 0.00 & 40.00 $\\pm$ 0.00 & {hm_coop} \\\\") in b2n_tex
+
+    # --order now applies to the datasets layout too
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--order", "OGKD"]) == 0
+    assert _tables(tmp_path)["Few-shot: accuracy (%)"][0] == [
+        "dataset", "OGKD K=1", "OGKD K=4", "CoOp K=1", "CoOp K=4", "KgCoOp K=4"]
+
+
+def test_unknown_format_is_an_argparse_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _write(tmp_path, "Alpha", "CoOp", 1, 50.0)
+    with pytest.raises(SystemExit) as e:
+        summarize.main([str(tmp_path), "--format", "md,pdf"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--format" in err and "'pdf'" in err and "md, csv, latex, json" in err
+    assert not (tmp_path / "summary.md").exists()
+    assert summarize.main([str(tmp_path)]) == 0  # the default writes what it always wrote, nothing more
+    assert {p.name for p in tmp_path.glob("summary.*")} == {"summary.md", "summary.csv"}
