@@ -30,9 +30,9 @@ each dataset, the same value of every tabulated metric in all its runs (whatever
 two runs on some dataset) learns nothing (ZeroshotCLIP): the Markdown and LaTeX tables show it once, without a fake
 ``± 0.00`` — one column ``ZeroshotCLIP (no training)`` in the datasets layout, one row with the value in every K
 column in the trainers layout, one column in every K table of the paper layout — and a footnote says over how many
-runs (which K, which seeds) the value is identical. Its Average is over the datasets with a run. If such a trainer's
-runs differ (LinearProbe and Tip-Adapter also run 0 epochs but fit the shots), it is shown per K like any trainer,
-with a warning. The CSV and JSON files keep one row per K, as for every trainer.
+runs (which K, which seeds) the value is identical. Its Average is over the datasets with a run. A trainer with
+0 epochs whose runs differ (LinearProbe and Tip-Adapter fit the shots without epochs) is shown per K like any
+trainer. The CSV and JSON files keep one row per K, as for every trainer.
 
 Layouts (``--layout``, Markdown and LaTeX only; the CSV and JSON files do not depend on it):
 
@@ -404,8 +404,9 @@ def _tex(text: str) -> str:
 def training_free(runs: Sequence[Run], metrics: Sequence[str],
                   show_backbone: bool = False) -> tuple[set[tuple[str, str | None]], list[str]]:
     """The few-shot trainers (with backbone) that learn nothing: every run has epochs 0 and, per dataset, the same
-    value (to ``IDENTICAL``) of each of ``metrics`` in all runs, with at least two runs on some dataset. Plus a
-    warning for each trainer whose runs all have epochs 0 but differ (it is then shown like a trained one)."""
+    value (to ``IDENTICAL``) of each of ``metrics`` in all runs, with at least two runs on some dataset. (A trainer
+    with 0 epochs whose runs differ learns from the shots without epochs, e.g. LinearProbe: shown like any other.)
+    The second value is kept for callers: no warnings are produced."""
     by_trainer: dict[tuple[str, str | None], list[Run]] = defaultdict(list)
     for r in runs:
         if r.subsample == "all":
@@ -414,17 +415,10 @@ def training_free(runs: Sequence[Run], metrics: Sequence[str],
     for (t, b), rs in sorted(by_trainer.items(), key=lambda item: (item[0][0], item[0][1] or "")):
         if any(r.epochs != 0 for r in rs) or max(Counter(r.dataset for r in rs).values()) < 2:
             continue  # trained, or a single run per dataset: nothing shows that its results do not vary
-        differ = []
-        for dataset in sorted({r.dataset for r in rs}):
-            for m in metrics:
-                vals = [r.values[m] for r in rs if r.dataset == dataset and m in r.values]
-                if vals and max(vals) - min(vals) > IDENTICAL:
-                    differ.append(f"{dataset} {m} {min(vals):.2f} to {max(vals):.2f}")
-        if differ:
-            warnings.append(f"{_label(t, b, show_backbone)}: every few-shot run has epochs 0, but its results differ "
-                            f"between runs ({'; '.join(differ[:3])}{'; …' if len(differ) > 3 else ''}), so it is not "
-                            f"shown as training-free: one value per K with mean ± std, as for a trained method")
-        else:
+        differ = any(max(vals) - min(vals) > IDENTICAL
+                     for dataset in {r.dataset for r in rs} for m in metrics
+                     if (vals := [r.values[m] for r in rs if r.dataset == dataset and m in r.values]))
+        if not differ:
             free.add((t, b))
     return free, warnings
 
