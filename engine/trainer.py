@@ -117,6 +117,7 @@ class TrainerBase:
         self.precision = self._precision()
         self._scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.frozen_precision = self._frozen_precision()
+        self.encode_batch_size()  # a bad TRAIN.ENCODE_BATCH_SIZE fails here, not after the start-up
         self.cache = FeatureCache(cfg.CACHE.DIR or None, enabled=bool(cfg.CACHE.ENABLED))
         self._split_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._nonfinite: torch.Tensor | None = None

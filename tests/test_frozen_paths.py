@@ -272,6 +272,13 @@ def test_two_processes_filling_the_same_entry(tmp_path: Path) -> None:
     assert len(list(folder.glob("*.safetensors"))) == 1 and not list(folder.glob(".*.tmp"))
 
 
+def test_encode_batch_size_auto_and_validation(synth_root: Path, tmp_path: Path) -> None:
+    assert make_trainer("CoOp", synth_root, tmp_path / "a").encode_batch_size() == 32  # auto on the CPU
+    assert make_trainer("MaPLe", synth_root, tmp_path / "b").encode_batch_size() == 0  # a prompted image tower
+    with pytest.raises(ValueError, match="TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto"):
+        make_trainer("CoOp", synth_root, tmp_path / "c", "TRAIN.ENCODE_BATCH_SIZE", "-2")
+
+
 def test_frozen_precision_is_validated_and_part_of_the_key(synth_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="MODEL.BACKBONE.FROZEN_PREC must be one of"):
         make_trainer("CoOp", synth_root, tmp_path / "a", "MODEL.BACKBONE.FROZEN_PREC", "int8")
