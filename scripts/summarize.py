@@ -377,7 +377,10 @@ def _sort_key(column: tuple[str, str | None, int]) -> tuple:
 
 
 def _ranker(order: Sequence[str]):
-    rank = {name: i for i, name in enumerate(order)}
+    """Sort key: a trainer's first position in ``order`` (a repeated name keeps its first), the others after it."""
+    rank: dict[str, int] = {}
+    for name in order:
+        rank.setdefault(name, len(rank))
     return lambda trainer: rank.get(trainer, len(rank))
 
 

@@ -463,3 +463,12 @@ def test_unknown_format_is_an_argparse_error(tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "summary.md").exists()
     assert summarize.main([str(tmp_path)]) == 0  # the default writes what it always wrote, nothing more
     assert {p.name for p in tmp_path.glob("summary.*")} == {"summary.md", "summary.csv"}
+
+
+def test_order_keeps_the_first_position_of_a_repeated_trainer(tmp_path: Path) -> None:
+    # demo.sh passes "--order $TRAINERS $B2N_TRAINERS", so OGKD may come twice: its first position counts
+    for trainer in ("CoOp", "OGKD", "KgCoOp"):
+        _write(tmp_path, "Alpha", trainer, 1, 50.0, shots=4)
+    assert summarize.main([str(tmp_path), "--metrics", "accuracy", "--layout", "paper",
+                           "--order", "OGKD", "CoOp", "KgCoOp", "OGKD"]) == 0
+    assert _tables(tmp_path)["Few-shot: accuracy (%), K=4"][0] == ["dataset", "OGKD", "CoOp", "KgCoOp"]
