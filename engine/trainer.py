@@ -77,6 +77,13 @@ SYNC_TIMINGS_ENV = "OGKD_SYNC_TIMINGS"
 RESUME_NEUTRAL_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "CACHE.ENABLED", "CACHE.DIR")
 
 
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to bf16 ("bf16") or fp16 ("amp", "fp16") on ``device``; a no-op for "fp32"."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def items_digest(items: Sequence[Datum]) -> str:
     """SHA-256 over the image files of ``items`` (path, size, modification time), in order."""
     h = hashlib.sha256()
@@ -176,10 +183,7 @@ class TrainerBase:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op in fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return _autocast(self.device, self.precision)
 
     def _frozen_precision(self) -> str:
         prec = str(self.cfg.MODEL.BACKBONE.FROZEN_PREC).lower()
@@ -193,10 +197,7 @@ class TrainerBase:
 
     def frozen_autocast(self) -> contextlib.AbstractContextManager:
         """The context of the frozen towers' no-grad passes (``MODEL.BACKBONE.FROZEN_PREC``)."""
-        if self.frozen_precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.frozen_precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return _autocast(self.device, self.frozen_precision)
 
     # ------------------------------------------------------------------ frozen features
     @torch.no_grad()

@@ -10,31 +10,22 @@ import json
 from pathlib import Path
 
 import pytest
+import test_frozen_paths
 import torch
+from test_frozen_paths import config_file
 
 import train
-from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import build_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 TINY = ["MODEL.BACKBONE.NAME", "tiny-biomedclip", "DATALOADER.NUM_WORKERS", "2", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
         "DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "VERBOSE", "False", "USE_CUDA", "True"]
-SYNC_FREE = ("CoOp", "CoCoOp", "KgCoOp", "ProGrad", "BiomedCoOp", "OGKD")
-
-
-def config_file(name: str) -> str:
-    folder = Path("configs/trainers") / name / "few_shot"
-    return str(folder / "synthmed.yaml") if (folder / "synthmed.yaml").is_file() else f"{folder}.yaml"
+SYNC_FREE = test_frozen_paths.BATCHED
 
 
 def make_trainer(name: str, root: Path, out: Path, *opts: str):
-    cfg = get_cfg_default()
-    merge_from_file(cfg, "configs/datasets/synthmed.yaml")
-    merge_from_file(cfg, config_file(name))
-    merge_from_list(cfg, ["DATASET.ROOT", str(root), "OUTPUT_DIR", str(out), "SEED", "1", "TRAINER.NAME", name,
-                          *TINY, *opts])
-    return build_trainer(cfg)
+    """The CPU tests' trainer (synthmed, tiny-biomedclip, seed 1), on CUDA with two loader workers."""
+    return test_frozen_paths.make_trainer(name, root, out, *TINY, *opts)
 
 
 @pytest.mark.parametrize("name", ["ZeroshotCLIP", "CoOp", "CoCoOp", "OGKD", "MaPLe", "LinearProbe", "TipAdapter"])
