@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -12,6 +13,7 @@ import open_clip
 import torch
 from huggingface_hub.constants import is_offline_mode
 from open_clip import CLIP, CustomTextCLIP
+from open_clip.pretrained import download_pretrained_from_hf
 from torch import nn
 
 from engine.registry import suggest
@@ -39,6 +41,9 @@ BACKBONE_NAMES: tuple[str, ...] = (*NAMED_BACKBONES, *OPENAI_CLIP_MODELS, *TINY_
 BUILD_SEED = TINY_SEED  # all builds run under a private RNG with this seed: no effect on the caller's RNG
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip loads from a local-dir folder
+PREFERRED_CHECKPOINTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                         "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "model.safetensors",
+                         "pytorch_model.bin", "pytorch_model.pth", "model.pth")  # open_clip's order
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                       "tokenizer.model")
 LOCAL_DIR_CONTENTS = (
@@ -120,24 +125,92 @@ class _QuietOpenClip(logging.Filter):
         return not ("open_clip" in record.pathname and record.levelno < logging.ERROR)
 
 
-def _create(model_name: str, *, quiet: bool = False, **kwargs: Any) -> nn.Module:
-    """``open_clip.create_model`` on the CPU under a private RNG seeded with BUILD_SEED."""
+def _create(model_id: str, *, checkpoint: str | Path | None, quiet: bool = False, **kwargs: Any) -> nn.Module:
+    """``open_clip.create_model`` on the CPU under a private RNG seeded with BUILD_SEED.
+
+    With a ``checkpoint`` the model is built on the meta device (no memory, no random initialisation: that is
+    seconds for a ViT-B/16 + BERT-base) and the checkpoint's tensors are assigned to it, read once — one copy of
+    the weights in memory instead of a random model plus the loaded state dict. Without one (the tiny random
+    models) the weights are open_clip's random initialisation under the fixed seed.
+    """
     quiet_filter = _QuietOpenClip()
     root = logging.getLogger()
-    if quiet:
+    if quiet or checkpoint is not None:  # with a checkpoint, open_clip's "initialized randomly" is before loading
         root.addFilter(quiet_filter)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILD_SEED)
-            return open_clip.create_model(model_name, device="cpu", **kwargs)
+            if checkpoint is None:
+                return open_clip.create_model(model_id, device="cpu", **kwargs)
+            with torch.device("meta"):
+                # weights come from the checkpoint only (never the text tower's own pretrained download)
+                model = open_clip.create_model(model_id, device="meta", load_weights=False,
+                                               **{**kwargs, "pretrained_text": False})
     finally:
         root.removeFilter(quiet_filter)
+    _load_checkpoint(model, Path(checkpoint))
+    return model
+
+
+def _load_checkpoint(model: nn.Module, checkpoint: Path) -> None:
+    """Assign ``checkpoint``'s tensors to the meta-device ``model`` through open_clip's ``load_checkpoint`` (its
+    key conversions, strict key check), keep the model's dtypes, and rebuild the non-persistent buffers, which no
+    checkpoint holds."""
+    dtypes = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
+    # load_checkpoint calls model.load_state_dict(state, strict=...); a meta tensor can only be replaced, not filled
+    model.load_state_dict = functools.partial(type(model).load_state_dict, model, assign=True)  # type: ignore[method-assign]
+    try:
+        open_clip.load_checkpoint(model, str(checkpoint), strict=True)
+    except RuntimeError as err:  # torch's strict-load report: missing / unexpected keys, shape mismatches
+        raise BackboneError(f"{checkpoint} does not fit the model's architecture: {_first_line(err)}") from err
+    finally:
+        del model.load_state_dict
+    for name, module in model.named_modules():
+        for key in list(module._parameters) + list(module._buffers):
+            tensor = getattr(module, key)
+            if tensor is None:
+                continue
+            if key in module._non_persistent_buffers_set:
+                setattr(module, key, _rebuild_buffer(model, module, key, tensor))
+                continue
+            want = dtypes[f"{name}.{key}" if name else key]
+            if tensor.dtype != want:  # e.g. fp16 checkpoints: the model's own dtype, as a copying load gives
+                converted = tensor.detach().to(want)
+                if isinstance(tensor, nn.Parameter):
+                    converted = nn.Parameter(converted, requires_grad=tensor.requires_grad)
+                setattr(module, key, converted)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise BackboneError(f"{checkpoint} left {len(left)} tensors of the model unset (e.g. {left[0]}): "
+                            "not a checkpoint of this architecture")
+
+
+def _rebuild_buffer(model: nn.Module, module: nn.Module, key: str, meta: torch.Tensor) -> torch.Tensor:
+    """The value of a non-persistent buffer (not in checkpoints) of the supported families."""
+    if key == "attn_mask" and isinstance(model, CLIP) and module is model:  # OpenAI CLIP's causal text mask
+        return torch.full(meta.shape, float("-inf"), dtype=meta.dtype).triu_(1)  # as TextTransformer builds it
+    if key == "position_ids" and meta.dtype == torch.long:  # Hugging Face text embeddings
+        return torch.arange(meta.shape[-1]).expand(meta.shape)
+    if key == "token_type_ids" and meta.dtype == torch.long:
+        return torch.zeros(meta.shape, dtype=torch.long)
+    raise BackboneError(f"cannot rebuild the non-persistent buffer {type(module).__name__}.{key} of this "
+                        "architecture after loading its checkpoint; no adapter supports it")
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    """The weights file open_clip loads from a local-dir folder (its preference order), or None."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    preferred = [folder / n for n in PREFERRED_CHECKPOINTS if (folder / n).is_file()]
+    return (preferred or sorted(found, key=lambda p: p.suffix != ".safetensors") or [None])[0]
 
 
 def _load_hub(model_id: str, name: str) -> tuple[nn.Module, Tokenizer]:
     try:
-        model = _create(model_id, require_pretrained=True)
+        checkpoint = download_pretrained_from_hf(model_id[len(HF_HUB_PREFIX):])
         tokenizer = open_clip.get_tokenizer(model_id)
+        model = _create(model_id, checkpoint=checkpoint)
+    except BackboneError:
+        raise
     except Exception as err:  # hub / cache / network errors come in many types; re-raised with the cause
         reason = ("HF_HUB_OFFLINE is set and the files are not in the local Hugging Face cache"
                   if is_offline_mode() else "the Hugging Face Hub could not be reached or the id is wrong")
@@ -152,8 +225,13 @@ def _load_openai(name: str) -> tuple[nn.Module, Tokenizer]:
     arch = OPENAI_CLIP_MODELS[name]
     pretrained_cfg = open_clip.get_pretrained_cfg(arch, OPENAI_PRETRAINED_TAG)
     try:
-        model = _create(arch, pretrained=OPENAI_PRETRAINED_TAG, require_pretrained=True,
+        checkpoint = open_clip.download_pretrained(pretrained_cfg)
+        if not checkpoint:
+            raise FileNotFoundError("no weights file for this tag")
+        model = _create(arch, checkpoint=checkpoint, pretrained=OPENAI_PRETRAINED_TAG,
                         force_quick_gelu=bool(pretrained_cfg.get("quick_gelu", False)))
+    except BackboneError:
+        raise
     except Exception as err:  # download errors come in many types; re-raised with the cause
         offline = " (HF_HUB_OFFLINE is set)" if is_offline_mode() else ""
         raise BackboneError(
@@ -177,8 +255,8 @@ def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module,
         model_cfg = json.loads(config_path.read_text(encoding="utf-8"))["model_cfg"]
     except (ValueError, KeyError) as err:
         raise BackboneError(f"{config_path} is not an open_clip config with a 'model_cfg' entry ({err})") from err
-    has_weights = any(p.suffix in CHECKPOINT_SUFFIXES for p in folder.iterdir() if p.is_file())
-    if not has_weights and not weights_optional:
+    checkpoint = _checkpoint_in(folder)
+    if checkpoint is None and not weights_optional:
         raise BackboneError(f"missing weights file {folder / 'open_clip_pytorch_model.bin'} (or .safetensors) "
                             f"in {folder}; {LOCAL_DIR_CONTENTS}")
 
@@ -199,7 +277,7 @@ def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module,
 
     register_tiny_timm_models()
     model_id = f"{LOCAL_DIR_PREFIX}{folder}"
-    model = _create(model_id, quiet=weights_optional and not has_weights, pretrained_text=False, **kwargs)
+    model = _create(model_id, checkpoint=checkpoint, quiet=checkpoint is None, pretrained_text=False, **kwargs)
     return model, open_clip.get_tokenizer(model_id)
 
 

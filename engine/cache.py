@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +162,21 @@ class FeatureCache:
 
 
 def fingerprint_module(module: torch.nn.Module) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of ``module``.
+    """SHA-256 over the names, dtypes, shapes and SHA-256 digests of the bytes of every parameter and buffer of
+    ``module``.
 
-    ~1.3 GB/s on one core: about 0.6 s for BiomedCLIP; callers memoise it per backbone."""
+    The tensors are hashed in parallel threads (hashlib releases the GIL): ~1.3 GB/s per core, about 0.3 s for
+    BiomedCLIP on 2 cores; callers memoise it per backbone."""
+    tensors = [(name, t.detach()) for name, t in [*module.named_parameters(), *module.named_buffers()]]
+
+    def digest(t: torch.Tensor) -> str:
+        if not t.numel():
+            return ""
+        return hashlib.sha256(memoryview(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy())).hexdigest()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        digests = list(pool.map(digest, [t for _, t in tensors]))
     h = hashlib.sha256()
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        t = t.detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(memoryview(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy()))
+    for (name, t), d in zip(tensors, digests, strict=True):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|{d}|".encode())
     return h.hexdigest()

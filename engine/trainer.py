@@ -124,7 +124,7 @@ class TrainerBase:
         self.precision = self._precision()
         self._scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.frozen_precision = self._frozen_precision()
-        self.encode_batch_size()  # a bad TRAIN.ENCODE_BATCH_SIZE fails here, not after the start-up
+        self.encode_pass_size()  # a bad TRAIN.ENCODE_BATCH_SIZE fails here, not after the start-up
         self.cache = FeatureCache(cfg.CACHE.DIR or None, enabled=bool(cfg.CACHE.ENABLED))
         self._split_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._nonfinite: torch.Tensor | None = None
@@ -270,9 +270,12 @@ class TrainerBase:
 
     @torch.no_grad()
     def encode_loader(self, loader: Iterable[dict[str, Any]], desc: str = "encode") -> torch.Tensor:
-        """Normalised global features [N, E] of every image a loader yields, in order (with a progress bar)."""
-        feats = [self.encode_frozen(batch["img"].to(self.device, non_blocking=True))["g"]
-                 for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.VERBOSE)]
+        """Normalised global features [N, E] of every image a loader yields, in order (with a progress bar), in
+        no-grad passes of at most :meth:`encode_pass_size` images (bounds the activations' memory)."""
+        size = self.encode_pass_size()
+        feats = [self.encode_frozen(part.to(self.device, non_blocking=True))["g"]
+                 for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.VERBOSE)
+                 for part in (batch["img"].split(size) if size else (batch["img"],))]
         return torch.cat(feats)
 
     def register_model(
@@ -488,15 +491,18 @@ class TrainerBase:
         set_random_seed(s)
         self.dm.set_epoch(self.epoch, s)
 
-    def encode_batch_size(self) -> int:
-        """Images per no-grad encoding pass of the training views; 0 = encode inside each step."""
+    def encode_pass_size(self) -> int:
+        """``TRAIN.ENCODE_BATCH_SIZE`` resolved: images (or teacher sentences) per no-grad pass of a frozen tower;
+        -1 = auto (256 on CUDA, 32 on the CPU, where larger passes only cost memory); 0 = no limit."""
         size = int(self.cfg.TRAIN.ENCODE_BATCH_SIZE)
         if size < -1:
             raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto (256 on CUDA, 32 on the CPU); "
                              f"0 encodes inside each step. Got {size}")
-        if size == -1:
-            size = AUTO_ENCODE_BATCH[self.device.type == "cuda"]
-        return size if self.batched_train_features else 0
+        return AUTO_ENCODE_BATCH[self.device.type == "cuda"] if size == -1 else size
+
+    def encode_batch_size(self) -> int:
+        """Images per no-grad encoding pass of the training views; 0 = encode inside each step."""
+        return self.encode_pass_size() if self.batched_train_features else 0
 
     def train_batches(self, loader: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """The loader's batches; with batched encoding, their frozen features are computed ahead, in no-grad passes

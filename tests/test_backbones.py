@@ -12,6 +12,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from huggingface_hub.constants import is_offline_mode  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 from clip_backbones import BACKBONE_NAMES, Backbone, BackboneError, available_backbones, build_backbone  # noqa: E402
 from clip_backbones.tiny import TINY_BACKBONES  # noqa: E402
@@ -267,6 +268,36 @@ def test_local_dir_round_trip(backbones, name, tmp_path):
     torch.testing.assert_close(loaded.encode_text(tokens), reference.encode_text(tokens), atol=0, rtol=0)
     torch.testing.assert_close(loaded.encode_image(images), reference.encode_image(images), atol=0, rtol=0)
     assert not torch.allclose(loaded.encode_text(tokens), b.encode_text(tokens))
+    # built on the meta device and assigned: every tensor is real, the non-persistent buffers rebuilt exactly
+    buffers = dict(reference.model.named_buffers())
+    assert {n: t.is_meta for n, t in loaded.model.named_buffers()} == {n: False for n in buffers}
+    assert all(torch.equal(t, buffers[n]) for n, t in loaded.model.named_buffers())
+    assert all(not p.is_meta and not p.requires_grad for p in loaded.model.parameters())
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_local_dir_half_precision_checkpoint_loads_as_float32(backbones, name, tmp_path):
+    """A fp16 checkpoint gives the model's own dtype, as a copying load would (the values upcast exactly)."""
+    for f in TINY_BACKBONES[name].iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in backbones[name].model.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "open_clip_model.safetensors")
+    loaded = build_backbone(f"local-dir:{tmp_path}")
+    got = loaded.model.state_dict()
+    assert all(got[k].dtype == backbones[name].model.state_dict()[k].dtype for k in state)
+    assert all(torch.equal(got[k], v.to(got[k].dtype)) for k, v in state.items())
+
+
+def test_local_dir_checkpoint_of_another_architecture_is_refused(backbones, tmp_path):
+    for f in TINY_BACKBONES["tiny-biomedclip"].iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    state = dict(backbones["tiny-biomedclip"].model.state_dict())
+    dropped = next(k for k in state if k.startswith("visual."))
+    del state[dropped]
+    torch.save(state, tmp_path / "open_clip_pytorch_model.bin")
+    with pytest.raises(BackboneError, match="does not fit the model's architecture") as err:
+        build_backbone(f"local-dir:{tmp_path}")
+    assert "open_clip_pytorch_model.bin" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("missing", ["open_clip_config.json", "open_clip_pytorch_model.bin", "config.json",
