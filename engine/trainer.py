@@ -48,6 +48,7 @@ from engine.data import DataManager, Datum
 from engine.evaluation import Classification
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.registry import TRAINER_REGISTRY
+from engine.results import write_metrics
 from engine.utils import (
     atomic_torch_save,
     atomic_write_json,
@@ -668,7 +669,7 @@ class TrainerBase:
             "versions": package_versions(),
             "git_commit": git_commit(),
         }
-        atomic_write_json(self.output_dir / "metrics.json", metrics)
+        write_metrics(self.output_dir / "metrics.json", metrics)  # atomic, with a checksum of its content
         logger.info("wrote %s", self.output_dir / "metrics.json")
 
     def _tensorboard(self) -> Any:
