@@ -162,6 +162,7 @@ class FeatureTrainer(TrainerBase):
     def train(self) -> dict[str, Any] | None:
         """Write the run files, extract features and fit the head, checkpoint it, then test."""
         t0 = time.perf_counter()
+        self.check_test_images()
         self.write_run_files()
         self.set_model_mode("train")
         self.fit()
