@@ -726,6 +726,8 @@ class TrainerBase:
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "seed": int(cfg.SEED),
             "shots": int(cfg.DATASET.NUM_SHOTS),
+            "shots_all": int(cfg.DATASET.NUM_SHOTS) < 1,  # NUM_SHOTS ≤ 0: the whole training split (Dassl)
+            "train_images": len(self.dm.dataset.train_x),
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
             "epochs": int(self.max_epoch) if self._models else 0,
             "wall_time_s": round(float(wall_time_s), 3),
