@@ -7,11 +7,16 @@
         --output-dir output/synthmed/CoOp/shots4/seed1 DATASET.NUM_SHOTS 4
     python train.py ... --eval-only --model-dir RUN_DIR [--load-epoch N]
     python train.py ... --resume RUN_DIR
+
+Flags come before the trailing KEY VALUE config pairs. An expected failure (bad input, a refused checkpoint, an
+unwritable or full disk, a diverged loss) ends with one line "error: …" and exit status 1 (2: bad command line or
+config); its traceback goes to the run's log.txt (to the console too with --debug).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
@@ -40,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation only (needs --model-dir unless nothing is learned)")
     p.add_argument("--model-dir", type=str, default="", help="run directory to load the model from")
     p.add_argument("--load-epoch", type=int, default=None, help="checkpoint epoch to load (default: the final one)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="--eval-only: evaluate a checkpoint trained with another backbone, dataset, class set or "
+                        "trainer settings (recorded in metrics.json as provenance_mismatch); never another trainer")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an expected error on the console")
     p.add_argument("--no-train", action="store_true", help="build everything, then stop")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the feature cache (CACHE.ENABLED False): compute every frozen feature")
@@ -97,6 +106,38 @@ def _warn_released_backbone_label(path: str) -> None:
                        path)
 
 
+def error_line(e: BaseException) -> str:
+    """The one-line message of an expected error. An error raised in a data-loader worker arrives wrapped as
+    "Caught X in DataLoader worker process N. Original Traceback …": its last line is the original message."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1].strip()
+        name = type(e).__name__
+        text = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+    return " ".join(text.split())
+
+
+def os_error_line(e: OSError) -> str:
+    """An ``OSError`` from writing the run (or reading its inputs) as one line that says what to do."""
+    what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO):
+        hint = ("the disk is full or a file-size limit was reached: free space (or raise the limit) and rerun the "
+                "same command; the run resumes from its last complete checkpoint")
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "the path is not writable: choose another --output-dir or fix its permissions"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        hint = "a file is in the way of a folder the run needs (or the reverse): move it or choose another --output-dir"
+    else:
+        hint = "check the path and the disk, then rerun"
+    return f"{what} ({hint})"
+
+
+def report_error(message: str, exc: BaseException, *, debug: bool) -> None:
+    """One ``error: …`` line on the console; the traceback to log.txt only (to the console too with ``--debug``)."""
+    logger.error("error: %s", message)
+    logger.error("traceback of the error above:", exc_info=exc, extra={"file_only": not debug})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.config import ConfigError, changed_unused_keys
@@ -115,12 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("no trainer given: pass --trainer NAME (see --list-trainers)")
         TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # fail fast on an unknown trainer
     except (ConfigError, RegistryError) as e:
-        logger.error("error: %s", e)
+        report_error(error_line(e), e, debug=args.debug)
         return 2
     cfg.SEED = resolve_seed(cfg.SEED)
     cfg.freeze()
     out = Path(cfg.OUTPUT_DIR)
-    setup_logger(str(out))
+    try:
+        setup_logger(str(out))
+    except OSError as e:
+        report_error(f"cannot write the run directory {out}: {os_error_line(e)}", e, debug=args.debug)
+        return 1
     logger.info("=" * 30 + " %s " + "=" * 30, time.strftime("%Y-%m-%d %H:%M:%S"))
     logger.info("command: %s", " ".join([sys.executable, *sys.argv]))
     for key in changed_unused_keys(cfg):
@@ -137,13 +182,14 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
     from engine.utils import set_deterministic, set_random_seed
 
     expected = (BackboneError, ConfigError, DatasetError, ImageReadError, RegistryError, CheckpointError, ValueError)
+    debug = bool(getattr(args, "debug", False))
     try:
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)
         trainer = build_trainer(cfg)
         if args.eval_only:
             if args.model_dir:
-                trainer.load_model(args.model_dir, epoch=args.load_epoch)
+                trainer.load_model(args.model_dir, epoch=args.load_epoch, allow_mismatch=args.allow_mismatch)
             elif trainer.get_model_names():
                 raise ConfigError(f"--eval-only with trainer {cfg.TRAINER.NAME} needs --model-dir RUN_DIR")
             if Path(args.model_dir or "") .resolve() != Path(cfg.OUTPUT_DIR).resolve():
@@ -155,12 +201,14 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
             return 0
         trainer.train()
     except expected as e:
-        logger.error("error: %s", e)
+        report_error(error_line(e), e, debug=debug)
         return 1
     except FloatingPointError as e:
-        logger.debug("traceback", exc_info=True)
-        logger.error("error: %s: training diverged; lower OPTIM.LR (now %g) or check the data (no checkpoint of "
-                     "the diverged epoch was written)", e, cfg.OPTIM.LR)
+        report_error(f"{error_line(e)}: training diverged; lower OPTIM.LR (now {cfg.OPTIM.LR:g}) or check the data "
+                     "(no checkpoint of the diverged epoch was written)", e, debug=debug)
+        return 1
+    except OSError as e:
+        report_error(os_error_line(e), e, debug=debug)
         return 1
     return 0
 

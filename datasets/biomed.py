@@ -53,6 +53,9 @@ def read_split_file(split_path: Path, image_dir: Path) -> dict[str, list[Datum]]
         raise DatasetError(
             f"{n_missing} image(s) listed in {split_path} are missing, e.g.:\n  " + "\n  ".join(missing)
         )
+    if not out["train"]:
+        raise DatasetError(f"{split_path}: the \"train\" split is empty; a run needs training images of every "
+                           "class (list them there, e.g. with scripts/make_split.py)")
     return out
 
 

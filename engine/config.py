@@ -181,6 +181,18 @@ UNUSED_KEYS = (
     "TEST.EVALUATOR",
 )
 
+# Keys that once existed and now live elsewhere: a config that still sets one gets an error that names the new key.
+MOVED_KEYS = {
+    "TRAINER.CLIP_ADAPTER.EPOCHS": "OPTIM.MAX_EPOCH",
+    "TRAINER.CLIP_ADAPTER.LR": "OPTIM.LR",
+    "TRAINER.CLIP_ADAPTER.WARMUP_EPOCH": "OPTIM.WARMUP_EPOCH",
+    "TRAINER.CLIP_ADAPTER.WARMUP_CONS_LR": "OPTIM.WARMUP_CONS_LR",
+    "TRAINER.TIPADAPTER.EPOCHS": "OPTIM.MAX_EPOCH",
+    "TRAINER.TIPADAPTER.LR": "OPTIM.LR",
+    "TRAINER.TIPADAPTER.WEIGHT_DECAY": "OPTIM.WEIGHT_DECAY",
+    "TRAINER.LPPLUSPLUS.EPOCHS": "OPTIM.MAX_EPOCH",
+}
+
 # Each trainer module registers a function that adds its TRAINER.<NAME> node (called by get_cfg_default()).
 _TRAINER_CFG_HOOKS: dict[str, Callable[[CN], None]] = {}
 
@@ -211,6 +223,9 @@ def get_cfg_default() -> CN:
 # Strict merging
 # --------------------------------------------------------------------------------------------------------------
 def _unknown_key_error(key: str, cfg: CN, source: str) -> ConfigError:
+    if key in MOVED_KEYS:
+        return ConfigError(f"Config key {key!r} in {source} is now {MOVED_KEYS[key]!r} (every trainer reads its epochs "
+                           f"and learning rate from OPTIM): set {MOVED_KEYS[key]} instead")
     known = list(flat_items(cfg))
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.0)
     # prefer a key whose last component matches exactly (e.g. OPTIM.LR written as SOLVER.LR)
@@ -261,6 +276,10 @@ def merge_from_file(cfg: CN, path: str | Path) -> None:
 def merge_from_list(cfg: CN, opts: Sequence[str]) -> None:
     """Merge ``KEY VALUE`` pairs (command line) strictly."""
     opts = list(opts)
+    flags = [o for o in opts if str(o).startswith("--")]
+    if flags:
+        raise ConfigError(f"{flags[0]} comes after the KEY VALUE config pairs: put every --flag before them "
+                          f"(python train.py --flags … KEY VALUE …)")
     if len(opts) % 2:
         raise ConfigError(f"Config overrides must be KEY VALUE pairs; got an odd number of items: {opts}")
     for key in opts[0::2]:

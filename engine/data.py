@@ -150,6 +150,9 @@ class DatasetBase:
     def apply_protocol(self, num_shots: int, seed: int, subsample: str) -> None:
         """Few-shot subsets (train: K, val: min(K, 4) per class) then base/new subsampling, in Dassl's order."""
         train, val, test = self.train_x, self.val, self.test
+        if num_shots < 1:
+            logger.info("DATASET.NUM_SHOTS %d ≤ 0: the whole training split is used (%d images; Dassl's semantics)",
+                        num_shots, len(train))
         self.classnames_all = list(self.classnames)  # the label space before base/new subsampling
         self.label_ids_in_all = select_labels([d.label for d in train], subsample)  # current label → full label
         if num_shots >= 1:
@@ -188,11 +191,23 @@ def build_dataset(cfg: CfgNode) -> DatasetBase:
 # --------------------------------------------------------------------------------------------------------------
 # Images and transforms
 # --------------------------------------------------------------------------------------------------------------
+_NONFINITE_WARNED: set[str] = set()
+
+
+def _warn_nonfinite(path: str, n: int, total: int) -> None:
+    """Warn once per file (and process) that a float image holds NaN / infinite pixels."""
+    if path not in _NONFINITE_WARNED:
+        _NONFINITE_WARNED.add(path)
+        logger.warning("%s: %d of %d pixels are NaN or infinite; they are shown as the minimum (black) and the "
+                       "image is scaled by its finite pixels", path, n, total)
+
+
 def read_image(path: str) -> Image.Image:
     """Open ``path`` as an RGB PIL image, whatever its mode.
 
     16-bit grayscale is mapped to 8 bits by its full range (value / 257); 32-bit integer and float images are
-    min–max scaled. Any failure raises :class:`ImageReadError` naming the file."""
+    min–max scaled over their finite pixels (NaN / infinite ones become 0, with a warning).
+    Any failure raises :class:`ImageReadError` naming the file."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -201,8 +216,13 @@ def read_image(path: str) -> Image.Image:
                 img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
             elif img.mode in ("I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
+                finite = np.isfinite(arr)
+                if not finite.all():
+                    _warn_nonfinite(path, int((~finite).sum()), arr.size)
+                    arr = np.where(finite, arr, np.nan)
+                lo, hi = (float(np.nanmin(arr)), float(np.nanmax(arr))) if finite.any() else (0.0, 0.0)
                 arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+                arr = np.nan_to_num(arr, nan=0.0)
                 img = Image.fromarray(arr.astype(np.uint8))
             elif img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")

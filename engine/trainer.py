@@ -44,10 +44,12 @@ from yacs.config import CfgNode
 
 from engine.cache import FeatureCache
 from engine.config import flat_items
-from engine.data import DataManager, Datum
+from engine.data import DataManager, Datum, read_image
 from engine.evaluation import Classification
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.provenance import ALWAYS_REFUSED, describe_mismatches, make_provenance, provenance_mismatches
 from engine.registry import TRAINER_REGISTRY
+from engine.results import write_metrics
 from engine.utils import (
     atomic_torch_save,
     atomic_write_json,
@@ -68,8 +70,9 @@ BEST_CHECKPOINT = "model-best.pth.tar"
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 FROZEN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTO_ENCODE_BATCH = {True: 256, False: 32}  # TRAIN.ENCODE_BATCH_SIZE -1, by "is the device CUDA"
-#: metrics.json keys that measure the run's cost (they differ between two runs with identical results)
-COST_KEYS = ("wall_time_s", "timings_s", "counts", "peak_rss_mib", "peak_gpu_mib")
+#: metrics.json keys that measure the run's cost (they differ between two runs with identical results), and the checksum
+#: that covers them
+COST_KEYS = ("wall_time_s", "timings_s", "counts", "peak_rss_mib", "peak_gpu_mib", "checksum")
 #: environment variable: wait for the device at the boundaries of the timed phases (``scripts/benchmark.py`` sets
 #: it), so ``metrics.json``'s ``timings_s`` are exact on CUDA; off by default, since it costs a little speed
 SYNC_TIMINGS_ENV = "OGKD_SYNC_TIMINGS"
@@ -128,6 +131,9 @@ class TrainerBase:
         self.cache = FeatureCache(cfg.CACHE.DIR or None, enabled=bool(cfg.CACHE.ENABLED))
         self._split_feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._nonfinite: torch.Tensor | None = None
+        self._provenance: dict[str, Any] | None = None
+        #: provenance differences an explicit override allowed (``--allow-mismatch``), recorded in metrics.json
+        self.provenance_mismatch: dict[str, dict[str, Any]] = {}
 
         t0 = time.perf_counter()
         self.backbone = self.build_backbone()
@@ -371,6 +377,7 @@ class TrainerBase:
                 "classnames": list(self.classnames),
                 "trainer": self.cfg.TRAINER.NAME,
                 "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                "provenance": self.provenance(),
             }
             folder = directory / name
             fname = BEST_CHECKPOINT if is_best else f"{CHECKPOINT_PREFIX}{epoch}"
@@ -382,10 +389,51 @@ class TrainerBase:
             if previous and previous != fname and not self._keep_epoch(int(previous[len(CHECKPOINT_PREFIX):])):
                 (folder / previous).unlink(missing_ok=True)
 
-    def load_model(self, directory: str | Path, epoch: int | None = None) -> int:
+    def provenance(self) -> dict[str, Any]:
+        """What this run's checkpoints record about how they were trained (:mod:`engine.provenance`)."""
+        if self._provenance is None:
+            self._provenance = make_provenance(self.cfg, node=self.cfg_node,
+                                               weights=self.backbone.weights_fingerprint(),
+                                               classnames=self.classnames, neutral=RESUME_NEUTRAL_KEYS)
+        return self._provenance
+
+    def check_provenance(self, ckpt: dict[str, Any], path: Path, *, resume: bool, allow_mismatch: bool = False) -> None:
+        """Refuse a checkpoint trained with another trainer, backbone, class set or config (one line naming both
+        sides); with ``allow_mismatch`` (evaluation only) a backbone / dataset / class / node difference is allowed,
+        logged and recorded in ``metrics.json`` as ``provenance_mismatch``."""
+        saved = ckpt.get("provenance")
+        if saved is None:
+            mismatch = {"provenance": {"checkpoint": None, "run": "recorded"}}
+            if allow_mismatch and not resume:
+                logger.warning("%s has no provenance record; evaluating it anyway (--allow-mismatch)", path)
+                self.provenance_mismatch.update(mismatch)
+                return
+            raise CheckpointError(
+                f"{path} has no provenance record (written by an older version, which did not record its backbone, "
+                "trainer and classes), so it cannot be checked against this run: retrain it"
+                + ("" if resume else ", or pass --allow-mismatch to evaluate it anyway (recorded in metrics.json)"))
+        mismatch = provenance_mismatches(saved, self.provenance(), resume=resume)
+        if not mismatch:
+            return
+        text = describe_mismatches(mismatch)
+        if resume:
+            raise CheckpointError(f"cannot resume from {path}: it was trained with {text}. Use a new --output-dir, "
+                                  "or delete the old run directory")
+        if any(f in ALWAYS_REFUSED for f in mismatch):
+            raise CheckpointError(f"cannot evaluate {path} as {self.cfg.TRAINER.NAME}: it was trained with {text}. "
+                                  f"Pass --trainer {saved.get('trainer')} (and its config)")
+        if not allow_mismatch:
+            raise CheckpointError(f"{path} was trained with a different setting: {text}. Evaluate it with the "
+                                  "checkpoint's settings, or pass --allow-mismatch to evaluate it across them "
+                                  "(recorded in metrics.json)")
+        logger.warning("evaluating %s across a mismatch (--allow-mismatch): %s", path, text)
+        self.provenance_mismatch.update(mismatch)
+
+    def load_model(self, directory: str | Path, epoch: int | None = None, *, allow_mismatch: bool = False) -> int:
         """Load the registered modules from a run directory; returns the checkpoint's epoch.
 
-        ``epoch`` None → ``model-best.pth.tar`` if the run selected on val and it exists, else the latest."""
+        ``epoch`` None → ``model-best.pth.tar`` if the run selected on val and it exists, else the latest. The
+        checkpoint's provenance must match this run (:meth:`check_provenance`)."""
         directory = Path(directory)
         loaded_epoch = 0
         if not self._models:
@@ -394,6 +442,7 @@ class TrainerBase:
         for name, module in self._models.items():
             path = _checkpoint_path(directory / name, epoch, prefer_best=self.cfg.TEST.FINAL_MODEL == "best_val")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            self.check_provenance(ckpt, path, resume=False, allow_mismatch=allow_mismatch)
             self._load_trainable(module, ckpt["state_dict"], path)
             loaded_epoch = int(ckpt["epoch"])
             logger.info("loaded %s from %s (epoch %d)", name, path, loaded_epoch)
@@ -439,6 +488,7 @@ class TrainerBase:
         for name, module in self._models.items():
             path = directory / name / _read_pointer(directory / name)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            self.check_provenance(ckpt, path, resume=True)
             self._load_trainable(module, ckpt["state_dict"], path)
             if self._optims[name] is not None and ckpt["optimizer"] is not None:
                 self._optims[name].load_state_dict(ckpt["optimizer"])
@@ -455,6 +505,7 @@ class TrainerBase:
         resume_dir = Path(self.cfg.RESUME) if self.cfg.RESUME else self.output_dir
         if self._models:
             self.check_resumable(resume_dir)
+            self.check_test_images()
         self.write_run_files()
         if not self._models:
             logger.info("%s learns nothing: going straight to evaluation", self.cfg.TRAINER.NAME)
@@ -479,6 +530,22 @@ class TrainerBase:
         logger.info("Finish training (%s)", datetime.timedelta(seconds=round(time.perf_counter() - t0)))
         self.after_train()
         return self._final_test(t0)
+
+    def check_test_images(self) -> None:
+        """Read every image of the test split before training, so an unreadable one stops the run now, not after
+        the last epoch. Frozen-tower trainers encode the split's features here (they are needed for the final test
+        anyway, and cached); the others decode each file once."""
+        if self.cfg.TEST.NO_TEST:
+            return
+        split = self.cfg.TEST.SPLIT
+        if self.frozen_image_tower:
+            self.split_features(split)
+            return
+        t0 = time.perf_counter()
+        items = self._items(split)
+        for d in items:
+            read_image(d.impath)
+        logger.info("checked the %d %s images: all readable (%.1f s)", len(items), split, time.perf_counter() - t0)
 
     def before_train(self) -> None:
         """Hook: called once before the first epoch."""
@@ -665,6 +732,8 @@ class TrainerBase:
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "seed": int(cfg.SEED),
             "shots": int(cfg.DATASET.NUM_SHOTS),
+            "shots_all": int(cfg.DATASET.NUM_SHOTS) < 1,  # NUM_SHOTS ≤ 0: the whole training split (Dassl)
+            "train_images": len(self.dm.dataset.train_x),
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
             "epochs": int(self.max_epoch) if self._models else 0,
             "wall_time_s": round(float(wall_time_s), 3),
@@ -674,7 +743,9 @@ class TrainerBase:
             "versions": package_versions(),
             "git_commit": git_commit(),
         }
-        atomic_write_json(self.output_dir / "metrics.json", metrics)
+        if self.provenance_mismatch:  # an evaluation across a mismatch allowed by --allow-mismatch
+            metrics["provenance_mismatch"] = self.provenance_mismatch
+        write_metrics(self.output_dir / "metrics.json", metrics)  # atomic, with a checksum of its content
         logger.info("wrote %s", self.output_dir / "metrics.json")
 
     def _tensorboard(self) -> Any:

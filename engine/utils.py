@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -34,6 +35,21 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _ConsoleFilter(logging.Filter):
+    """Keep records marked ``extra={"file_only": True}`` (e.g. the traceback of an expected error) off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """``log.txt``: a failed write (full disk, file-size limit) is not printed as a "--- Logging error ---"
+    traceback on the console; the run's own writes fail too and end with one ``error:`` line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.write_failed = True
+
+
 class _OpenClipInfoFilter(logging.Filter):
     """open_clip logs its loading steps at INFO on the root logger; keep only its warnings and errors."""
 
@@ -52,12 +68,13 @@ def setup_logger(output_dir: str | None = None, *, verbose: bool = True) -> None
     quiet = _OpenClipInfoFilter()
     console = TqdmHandler()
     console.addFilter(quiet)
+    console.addFilter(_ConsoleFilter())
     console.setFormatter(logging.Formatter("%(message)s"))
     console._ogkd = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a", encoding="utf-8")
+        fh = _QuietFileHandler(Path(output_dir) / "log.txt", mode="a", encoding="utf-8")
         fh.setFormatter(logging.Formatter(LOG_FORMAT))
         fh.addFilter(quiet)
         fh._ogkd = True  # type: ignore[attr-defined]
@@ -131,9 +148,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name (a failed write to the temp file names the file the user knows)."""
+    return e if e.filename else type(e)(e.errno, e.strerror, str(path))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -150,6 +175,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from e
+    except RuntimeError as e:  # torch.save reports a failed write as RuntimeError ("... file write failed")
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(errno.EIO, f"cannot write the checkpoint ({e})", str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

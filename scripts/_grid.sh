@@ -62,12 +62,13 @@ grid_trainer_config() {  # trainer protocol dataset → the trainer YAML
 grid_run() {
   local label=$1 out=$2; shift 2
   if [ -f "$out/metrics.json" ]; then
-    if grid_metrics_ok "$out/metrics.json"; then
+    local why
+    if why=$(grid_metrics_ok "$out/metrics.json" 2>&1); then
       N_SKIPPED=$((N_SKIPPED + 1)); echo "skip   $label (done)"; return 0
     fi
-    # an unreadable or truncated result is not a finished run: keep it aside and redo (resumes from checkpoints)
+    # an unreadable, truncated or damaged result is not a finished run: keep it aside and redo (resumes from checkpoints)
     mv -f "$out/metrics.json" "$out/metrics.json.bad"
-    echo "redo   $label: its metrics.json was unreadable (kept as metrics.json.bad)"
+    echo "redo   $label: its metrics.json was unreadable (kept as metrics.json.bad): ${why#error: }"
   fi
   mkdir -p "$out"
   local start=$SECONDS extra=()
@@ -89,9 +90,8 @@ grid_run() {
   return 1
 }
 
-grid_metrics_ok() {  # metrics.json → status 0 if it is a JSON object with a finite accuracy
-  "$PYTHON" -c "import json, math, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if isinstance(m, dict) and
-    isinstance(m.get('accuracy'), (int, float)) and math.isfinite(m['accuracy']) else 1)" "$1" 2>/dev/null
+grid_metrics_ok() {  # metrics.json → status 0 if engine.results accepts it (JSON, checksum, finite accuracy)
+  "$PYTHON" -m engine.results "$1"
 }
 
 grid_finish() {  # $1 = protocol folder to summarise

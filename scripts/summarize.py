@@ -89,8 +89,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from tabulate import tabulate
+
+from engine.results import MetricsError, read_metrics  # noqa: E402  (no torch: reading needs the standard library)
 
 METRICS = ("accuracy", "macro_f1", "ece")
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -273,11 +276,9 @@ def _is_int(x: object) -> bool:
 def _parse_run(path: Path, metrics: Sequence[str]) -> tuple[Run | None, list[str]]:
     """A Run from one metrics.json, or None; plus the problems found (each becomes a warning)."""
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, [f"unreadable ({type(e).__name__}: {e})"]
-    if not isinstance(m, dict):
-        return None, [f"not a JSON object but {type(m).__name__}"]
+        m = read_metrics(path, require_accuracy=False)  # a JSON object whose checksum matches
+    except MetricsError as e:
+        return None, [str(e).removeprefix(f"{path}: ")]
     bad = [k for k in ("dataset", "trainer") if not isinstance(m.get(k), str) or not m[k]]
     bad += [k for k in ("seed", "shots") if not _is_int(m.get(k))]
     if m.get("subsample") not in SUBSAMPLES:

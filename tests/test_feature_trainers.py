@@ -29,9 +29,9 @@ FAST = ["DATASET.NUM_SHOTS", "2", "MODEL.BACKBONE.NAME", "tiny-clip", "DATALOADE
 # per-trainer overrides that keep a run to a few iterations
 SHORT = {
     "LinearProbe": ["TRAINER.LINEARPROBE.BISECTION_STEPS", "2"],
-    "LPPlusPlus": ["TRAINER.LPPLUSPLUS.EPOCHS", "12", "TRAINER.LPPLUSPLUS.ALPHA_UPDATE_EVERY", "5"],
-    "CLIP_Adapter": ["TRAINER.CLIP_ADAPTER.EPOCHS", "3", "TRAINER.CLIP_ADAPTER.AUGMENT_EPOCHS", "2"],
-    "TipAdapter": ["TRAINER.TIPADAPTER.EPOCHS", "2", "TRAINER.TIPADAPTER.INIT_ALPHA_SCALE", "2"],
+    "LPPlusPlus": ["OPTIM.MAX_EPOCH", "12", "TRAINER.LPPLUSPLUS.ALPHA_UPDATE_EVERY", "5"],
+    "CLIP_Adapter": ["OPTIM.MAX_EPOCH", "3", "TRAINER.CLIP_ADAPTER.AUGMENT_EPOCHS", "2"],
+    "TipAdapter": ["OPTIM.MAX_EPOCH", "2", "TRAINER.TIPADAPTER.INIT_ALPHA_SCALE", "2"],
 }
 
 
@@ -169,7 +169,7 @@ def test_clip_adapter_residual_on_a_hand_case() -> None:
 
 
 def test_clip_adapter_schedule_is_per_epoch_cosine_after_warmup(synth_root: Path, tmp_path: Path) -> None:
-    trainer = make_trainer("CLIP_Adapter", synth_root, tmp_path, "TRAINER.CLIP_ADAPTER.EPOCHS", "20")
+    trainer = make_trainer("CLIP_Adapter", synth_root, tmp_path, "OPTIM.MAX_EPOCH", "20")
     f = lr_schedule(trainer.optim_cfg())
     assert f(0) == 1e-5 and f(1) == pytest.approx(0.01)
     assert f(19) == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 18 / 20)))

@@ -4,11 +4,12 @@ SPEC §1.11).
 A bottleneck MLP A = Linear(E→E/REDUCTION, no bias) → ReLU → Linear(E/REDUCTION→E, no bias) → ReLU on the frozen,
 normalised image feature, blended with it: f' = RATIO·A(f̂) + (1−RATIO)·f̂ (not renormalised, as released);
 logits = s·f'·Tᵀ with the backbone's logit scale s and the zero-shot text weights T ("a photo of a {}.").
-Cross-entropy, plain SGD (LR, no momentum, no weight decay), mini-batches of BATCH_SIZE training features,
-EPOCHS epochs; epoch e trains on augmentation pass e mod AUGMENT_EPOCHS (default 20 = EPOCHS: a fresh augmented
-view of every image each epoch, as the release's online features). LR schedule: cosine over EPOCHS with a
-WARMUP_EPOCH-epoch constant warm-up at WARMUP_CONS_LR, stepped once per epoch (the engine's Dassl schedule).
-The adapter of the best validation epoch (strict improvement) is tested.
+Cross-entropy, mini-batches of BATCH_SIZE training features, trained with the engine's ``OPTIM`` node like every
+other trainer (``OPTIM.LR``, ``OPTIM.MAX_EPOCH``, optimizer, schedule, warm-up); the shipped configs give the
+release's setting: plain SGD at lr 0.01 (no momentum, no weight decay), 20 epochs, cosine over the epochs with a
+1-epoch constant warm-up at 1e-5, stepped once per epoch. Epoch e trains on augmentation pass e mod AUGMENT_EPOCHS
+(20 = the epochs: a fresh augmented view of every image each epoch, as the release's online features). The
+adapter of the best validation epoch (strict improvement) is tested.
 
 Deviation from the BiomedCoOp release: the cosine schedule is stepped per epoch (the release steps it every
 iteration, so its cosine is periodic), and the best-validation adapter is tested (the release saves it but tests
@@ -38,11 +39,8 @@ def _clip_adapter_cfg(cfg: CN) -> None:
     cfg.TRAINER.CLIP_ADAPTER = CN()
     cfg.TRAINER.CLIP_ADAPTER.RATIO = 0.5  # residual ratio α: f' = α·A(f) + (1−α)·f
     cfg.TRAINER.CLIP_ADAPTER.REDUCTION = 4  # bottleneck width = E / REDUCTION
-    cfg.TRAINER.CLIP_ADAPTER.EPOCHS = 20
+    # epochs, learning rate, optimizer and schedule: the engine's OPTIM node (OPTIM.MAX_EPOCH, OPTIM.LR, …)
     cfg.TRAINER.CLIP_ADAPTER.BATCH_SIZE = 32  # training features per step
-    cfg.TRAINER.CLIP_ADAPTER.LR = 0.01  # plain SGD (no momentum, no weight decay)
-    cfg.TRAINER.CLIP_ADAPTER.WARMUP_EPOCH = 1  # constant warm-up epochs before the cosine
-    cfg.TRAINER.CLIP_ADAPTER.WARMUP_CONS_LR = 1e-5
     cfg.TRAINER.CLIP_ADAPTER.AUGMENT_EPOCHS = 20  # augmentation passes; epoch e uses pass e mod AUGMENT_EPOCHS
     cfg.TRAINER.CLIP_ADAPTER.PREC = "fp32"  # the head (fp32/amp/fp16/bf16); the tower: MODEL.BACKBONE.FROZEN_PREC
 
@@ -80,23 +78,15 @@ class CLIP_Adapter(FeatureTrainer):  # noqa: N801 - the release's trainer name
     model_name = "clip_adapter"
 
     def num_epochs(self) -> int:
-        return int(self.node.EPOCHS)
+        return int(self.cfg.OPTIM.MAX_EPOCH)
 
     def build_head(self) -> nn.Module:
         return ClipAdapterHead(self.text_weights(), self.backbone.logit_scale, ratio=float(self.node.RATIO),
                                reduction=int(self.node.REDUCTION))
 
     def optim_cfg(self) -> CN:
-        """The engine's OPTIM node for this method: plain SGD, cosine with a constant warm-up, per epoch."""
-        node, optim = self.node, self.cfg.OPTIM.clone()
-        optim.defrost()
-        optim.merge_from_list([
-            "NAME", "sgd", "LR", float(node.LR), "MOMENTUM", 0.0, "WEIGHT_DECAY", 0.0, "SGD_DAMPNING", 0.0,
-            "SGD_NESTEROV", False, "MAX_EPOCH", self.max_epoch, "LR_SCHEDULER", "cosine",
-            "WARMUP_EPOCH", int(node.WARMUP_EPOCH), "WARMUP_TYPE", "constant",
-            "WARMUP_CONS_LR", float(node.WARMUP_CONS_LR), "WARMUP_RECOUNT", True,
-        ])
-        return optim
+        """The engine's OPTIM node: the one source of the epochs, learning rate, optimizer and schedule."""
+        return self.cfg.OPTIM
 
     def fit(self) -> None:
         node, head = self.node, self.head

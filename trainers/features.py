@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from yacs.config import CfgNode
 
+from engine.config import ConfigError, get_cfg_default
 from engine.data import Datum, read_image
 from engine.trainer import TrainerBase
 from engine.utils import derive_seed
@@ -120,8 +121,25 @@ class FeatureTrainer(TrainerBase):
         raise NotImplementedError
 
     def num_epochs(self) -> int:
-        """Epochs the method trains for (the checkpoint's epoch and ``metrics.json``'s "epochs"); 0 = no epochs."""
+        """Epochs the method trains for (the checkpoint's epoch and ``metrics.json``'s "epochs"); 0 = no epochs.
+        A method that trains reads them from ``OPTIM.MAX_EPOCH``, the one epoch key of every trainer."""
         return 0
+
+    def require_optim(self, *, why: str, **expected: str) -> None:
+        """Refuse ``OPTIM.<KEY>`` values the method cannot honour (e.g. ``NAME="adamw"``): a clear error, never
+        a setting that is silently ignored."""
+        for key, want in expected.items():
+            got = str(self.cfg.OPTIM[key]).lower()
+            if got != want:
+                raise ConfigError(f"OPTIM.{key} {got!r}: {why}, so {self.cfg.TRAINER.NAME} needs OPTIM.{key} "
+                                  f"{want!r} (as its config sets); remove the override")
+
+    def refuse_optim(self, key: str, *, why: str) -> None:
+        """Refuse an ``OPTIM.<key>`` that differs from the default: the method does not use it."""
+        default = get_cfg_default().OPTIM[key]
+        if self.cfg.OPTIM[key] != default:
+            raise ConfigError(f"OPTIM.{key} {self.cfg.OPTIM[key]!r} has no effect on {self.cfg.TRAINER.NAME}: {why}; "
+                              f"remove the OPTIM.{key} override")
 
     # ------------------------------------------------------------------ engine hooks
     def build_model(self) -> None:
@@ -144,6 +162,7 @@ class FeatureTrainer(TrainerBase):
     def train(self) -> dict[str, Any] | None:
         """Write the run files, extract features and fit the head, checkpoint it, then test."""
         t0 = time.perf_counter()
+        self.check_test_images()
         self.write_run_files()
         self.set_model_mode("train")
         self.fit()

@@ -7,10 +7,14 @@ f̂·t_c (T: "a photo of a {}.", no logit scale on the text term). Full batch ov
   α_c = ᾱ = mean_c(ALPHA_INIT_SCALE · mean_{n: y_n = c} f̂_n·t_c) (ALPHA_INIT_SCALE 250, the release's value);
 * data-driven step sizes from the Lipschitz constants: lr_W = 4M / λ_max(FᵀF), lr_α = M / (4 max_c Σ_n (f̂_n·t_c)²)
   (M training features, F their matrix);
-* EPOCHS epochs of block-coordinate descent: SGD (momentum MOMENTUM, lr_W) on (W, b) every epoch and a plain
-  gradient step α ← α − lr_α ∇_α every ALPHA_UPDATE_EVERY-th epoch, with ∇_α of that epoch's loss;
+* ``OPTIM.MAX_EPOCH`` epochs (the shipped config: 300) of block-coordinate descent: SGD (momentum MOMENTUM,
+  lr_W) on (W, b) every epoch and a plain gradient step α ← α − lr_α ∇_α every ALPHA_UPDATE_EVERY-th epoch, with
+  ∇_α of that epoch's loss;
 * selection: the validation accuracy after every epoch; the state of the best epoch (ties → the later epoch) is
   kept and tested.
+
+The step sizes come from the data, so ``OPTIM.LR`` has no meaning here: a value other than the default is an error
+(not silently ignored).
 
 Deviation from the BiomedCoOp release: W is initialised with the class means (the paper's visual prototypes;
 the release uses class sums, in fp16), and the α gradient is reset after every epoch (the release never zeroes
@@ -36,7 +40,7 @@ logger = logging.getLogger(__name__)
 @register_trainer_cfg("LPPLUSPLUS")
 def _lpplusplus_cfg(cfg: CN) -> None:
     cfg.TRAINER.LPPLUSPLUS = CN()
-    cfg.TRAINER.LPPLUSPLUS.EPOCHS = 300  # full-batch epochs
+    # full-batch epochs: OPTIM.MAX_EPOCH (the shipped config: 300); step sizes from the data (no OPTIM.LR)
     cfg.TRAINER.LPPLUSPLUS.ALPHA_UPDATE_EVERY = 10  # α is updated every N-th epoch
     cfg.TRAINER.LPPLUSPLUS.ALPHA_INIT_SCALE = 250.0  # ᾱ = mean_c(scale · mean_{n in c} f·t_c)
     cfg.TRAINER.LPPLUSPLUS.MOMENTUM = 0.9  # SGD momentum on (W, b)
@@ -117,7 +121,8 @@ class LPPlusPlus(FeatureTrainer):
     model_name = "lp_plus_plus"
 
     def num_epochs(self) -> int:
-        return int(self.node.EPOCHS)
+        self.refuse_optim("LR", why="LP++ computes its step sizes from the data (lr_W, lr_α)")
+        return int(self.cfg.OPTIM.MAX_EPOCH)
 
     def build_head(self) -> nn.Module:
         return LPPlusPlusHead(self.text_weights())

@@ -58,7 +58,7 @@ def _preview(items: Sequence[str], n: int = _MAX_LISTED) -> str:
 
 
 def validate_prompt_bank(obj: Any, source: str) -> dict[str, list[str]]:
-    """Check that ``obj`` is ``{str: non-empty list of str}`` and return it as a plain dict.
+    """Check that ``obj`` is ``{str: non-empty list of non-empty str}`` and return it as a plain dict.
 
     Raises:
         PromptBankError: naming ``source`` and every problem found (the first few quoted).
@@ -81,6 +81,11 @@ def validate_prompt_bank(obj: Any, source: str) -> dict[str, list[str]]:
             if bad:
                 problems.append(f"class {key!r}: item {bad[0]} is a {type(value[bad[0]]).__name__}, not a string"
                                 + (f" ({len(bad)} non-string items)" if len(bad) > 1 else ""))
+            else:
+                empty = [i for i, s in enumerate(value) if not s.strip()]
+                if empty:
+                    problems.append(f"class {key!r}: sentence {empty[0]} is empty"
+                                    + (f" ({len(empty)} of {len(value)} are empty)" if len(empty) > 1 else ""))
     if problems:
         more = f"; … ({len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
         raise PromptBankError(f"prompt bank {source} is malformed: " + "; ".join(problems[:_MAX_LISTED]) + more)

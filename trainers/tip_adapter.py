@@ -11,10 +11,12 @@ backbone, so other backbones get their own) and T the zero-shot text weights ("a
 
 * ``FINETUNE False`` (Tip-Adapter, training-free): K fixed; (β, α) by grid search on the validation features.
 * ``FINETUNE True`` (Tip-Adapter-F, the shipped config): K is learned. For each initial α ∈ {0, …,
-  INIT_ALPHA_SCALE−1} the keys restart from the cache and are trained EPOCHS epochs at that α and β = INIT_BETA
-  (AdamW, LR, eps EPS, WEIGHT_DECAY, cosine over EPOCHS × iterations stepped per iteration, mini-batches of
-  BATCH_SIZE); the initial α with the best validation accuracy (strict) wins. The winner's keys are then trained
-  EPOCHS more epochs (fresh AdamW + cosine), keeping the best validation epoch (strict; the winner itself counts).
+  INIT_ALPHA_SCALE−1} the keys restart from the cache and are trained ``OPTIM.MAX_EPOCH`` epochs at that α and
+  β = INIT_BETA (AdamW with ``OPTIM.LR``, ``OPTIM.WEIGHT_DECAY``, ``OPTIM.ADAM_BETA1/2`` and eps EPS; cosine over
+  epochs × iterations stepped per iteration; mini-batches of BATCH_SIZE); the initial α with the best validation
+  accuracy (strict) wins. The winner's keys are then trained ``OPTIM.MAX_EPOCH`` more epochs (fresh AdamW +
+  cosine), keeping the best validation epoch (strict; the winner itself counts). ``OPTIM.NAME`` must be ``adamw``
+  and ``OPTIM.LR_SCHEDULER`` ``cosine`` (without warm-up): another value is an error, not ignored.
   Training epoch e uses augmentation pass AUGMENT_EPOCHS + e: a fresh view of every image per epoch as in the
   release, distinct from the cache's passes, shared by every initial α.
 * ``GRID_SEARCH True``: the final (β, α) come from the SEARCH_STEP grid β_i = 0.1 + i·(SEARCH_SCALE[0]−0.1)/
@@ -41,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 from yacs.config import CfgNode as CN
 
-from engine.config import register_trainer_cfg
+from engine.config import ConfigError, register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from engine.utils import derive_seed
 from trainers.features import BestState, FeatureTrainer, count_correct
@@ -59,11 +61,10 @@ def _tip_adapter_cfg(cfg: CN) -> None:
     cfg.TRAINER.TIPADAPTER.SEARCH_SCALE = (50.0, 50.0)  # (β, α) grid upper ends
     cfg.TRAINER.TIPADAPTER.SEARCH_STEP = (200, 200)  # (β, α) grid sizes
     cfg.TRAINER.TIPADAPTER.INIT_ALPHA_SCALE = 10  # Tip-Adapter-F: initial α ∈ {0, …, INIT_ALPHA_SCALE − 1}
-    cfg.TRAINER.TIPADAPTER.EPOCHS = 20  # Tip-Adapter-F: epochs per initial α, and of the final training
+    # Tip-Adapter-F's epochs (per initial α, and of the final training), lr and weight decay: OPTIM.MAX_EPOCH,
+    # OPTIM.LR, OPTIM.WEIGHT_DECAY (the shipped config: 20, 0.001, 0.01 with OPTIM.NAME adamw)
     cfg.TRAINER.TIPADAPTER.BATCH_SIZE = 256
-    cfg.TRAINER.TIPADAPTER.LR = 0.001  # AdamW
     cfg.TRAINER.TIPADAPTER.EPS = 1e-4  # AdamW eps
-    cfg.TRAINER.TIPADAPTER.WEIGHT_DECAY = 0.01  # AdamW weight decay (torch's default)
     cfg.TRAINER.TIPADAPTER.AUGMENT_EPOCHS = 1  # augmentation passes averaged into the cache keys
     cfg.TRAINER.TIPADAPTER.PREC = "fp32"  # the head (fp32/amp/fp16/bf16); the tower: MODEL.BACKBONE.FROZEN_PREC
 
@@ -124,7 +125,14 @@ class TipAdapter(FeatureTrainer):
     model_name = "tip_adapter"
 
     def num_epochs(self) -> int:
-        return int(self.node.EPOCHS) if self.node.FINETUNE else 0
+        if not self.node.FINETUNE:
+            return 0
+        self.require_optim(NAME="adamw", LR_SCHEDULER="cosine", why="Tip-Adapter-F trains its keys with AdamW "
+                           "and a per-iteration cosine")
+        if int(self.cfg.OPTIM.WARMUP_EPOCH) > 0:
+            raise ConfigError(f"OPTIM.WARMUP_EPOCH {self.cfg.OPTIM.WARMUP_EPOCH}: Tip-Adapter-F has no warm-up; "
+                              "set OPTIM.WARMUP_EPOCH -1")
+        return int(self.cfg.OPTIM.MAX_EPOCH)
 
     def build_head(self) -> nn.Module:
         values = F.one_hot(self.train_labels, self.num_classes).float()
@@ -186,12 +194,15 @@ class TipAdapter(FeatureTrainer):
 
     def _train_keys(self, alpha: float, beta: float, *, tag: str,
                     after_epoch: Callable[[int], None] | None = None) -> None:
-        """EPOCHS epochs of AdamW on the keys at fixed (α, β); cosine over all iterations, stepped per iteration."""
+        """OPTIM.MAX_EPOCH epochs of AdamW on the keys at fixed (α, β); cosine over all iterations, stepped per
+        iteration."""
         node, head = self.node, self.head
         labels, batch, passes = self.train_labels, int(node.BATCH_SIZE), int(node.AUGMENT_EPOCHS)
         iters = -(-len(labels) // batch)
-        optim = torch.optim.AdamW([head.keys], lr=float(node.LR), eps=float(node.EPS),
-                                  weight_decay=float(node.WEIGHT_DECAY))
+        oc = self.cfg.OPTIM
+        optim = torch.optim.AdamW([head.keys], lr=float(oc.LR), eps=float(node.EPS),
+                                  weight_decay=float(oc.WEIGHT_DECAY),
+                                  betas=(float(oc.ADAM_BETA1), float(oc.ADAM_BETA2)))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, self.max_epoch * iters)
         loss = torch.zeros((), device=self.device)
         for epoch in range(self.max_epoch):

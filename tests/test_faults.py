@@ -1,0 +1,357 @@
+"""Fault matrix (issue 12): bad inputs and faults driven through train.py and the grid script.
+
+Every expected failure must end with exactly one console line ``error: …`` naming the thing, a non-zero exit, no
+traceback on the console (it goes to log.txt) and no ``metrics.json`` marked complete; interrupted work must end,
+once rerun, with the uninterrupted numbers. Tiny backbone, SynthMed, 1–2 epochs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from engine.results import MetricsError, read_metrics, run_is_complete, write_metrics
+from engine.trainer import COST_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+COOP = ["--trainer", "CoOp", "--dataset-config-file", "configs/datasets/synthmed.yaml",
+        "--config-file", "configs/trainers/CoOp/few_shot.yaml"]
+FAST = ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "MODEL.BACKBONE.NAME", "tiny-biomedclip",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "VERBOSE", "False"]
+
+
+def trainer_args(name: str) -> list[str]:
+    config = REPO / f"configs/trainers/{name}/few_shot/synthmed.yaml"
+    if not config.is_file():
+        config = REPO / f"configs/trainers/{name}/few_shot.yaml"
+    return ["--trainer", name, "--dataset-config-file", "configs/datasets/synthmed.yaml", "--config-file", str(config)]
+
+
+def cli(root: Path, out: Path, *extra: str, base: list[str] = COOP, opts: list[str] = FAST) -> list[str]:
+    return ["--root", str(root), "--seed", "1", *base, "--output-dir", str(out), *extra, *opts]
+
+
+def results(out: Path) -> dict:
+    m = json.loads((out / "metrics.json").read_text())
+    return {k: v for k, v in m.items() if k not in (*COST_KEYS, "git_commit")}
+
+
+def fails(capsys: pytest.CaptureFixture, args: list[str], fragment: str, *, status: int | None = None) -> str:
+    """Run train.main(args): non-zero exit, exactly one ``error:`` line holding ``fragment``, no traceback."""
+    rc = train.main(args)
+    err = capsys.readouterr().err
+    assert rc != 0 and (status is None or rc == status), (rc, err)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert fragment in errors[0], errors[0]
+    assert "Traceback" not in err, err
+    return errors[0]
+
+
+def no_result(out: Path) -> None:
+    assert not (out / "metrics.json").exists() or not run_is_complete(out)
+
+
+@pytest.fixture(scope="module")
+def coop_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "coop"
+    assert train.main(cli(synth_root, out)) == 0
+    return out
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def split_of(root: Path) -> dict:
+    return json.loads((root / "SynthMed/split_SynthMed.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------- bad inputs (CLI)
+@pytest.mark.parametrize(("args", "fragment", "status"), [
+    (["--root", "/nonexistent/data"], "SynthMed: folder not found", 1),
+    (["FOO.BAR", "1"], "Unknown config key 'FOO.BAR'", 2),
+    (["--trainer", "CoOpp"], "CoOpp", 2),
+    (["--dataset-config-file", "configs/datasets/nope.yaml"], "Config file not found", 2),
+    (["MODEL.BACKBONE.NAME", "tiny-nothing"], "tiny-nothing", 1),
+    (["TRAINER.CLIP_ADAPTER.EPOCHS", "3"], "is now 'OPTIM.MAX_EPOCH'", 2),
+])
+def test_bad_command_lines_give_one_error_line(args: list[str], fragment: str, status: int, synth_root: Path,
+                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    flags = [a for a in args if a.startswith("--")]
+    if flags:  # a flag given twice: argparse keeps the last one
+        full = [*cli(synth_root, out)[: -len(FAST)], *args, *FAST]
+    else:
+        full = [*cli(synth_root, out), *args]
+    fails(capsys, full, fragment, status=status)
+    no_result(out)
+
+
+def test_a_flag_after_the_config_pairs_says_flags_come_first(synth_root: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 7): the message was only "odd number of items"."""
+    fails(capsys, [*cli(synth_root, tmp_path / "run"), "--eval-only"], "put every --flag before them", status=2)
+
+
+# ------------------------------------------------------------------------------------------- bad data
+def test_missing_image_names_it(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = copy_data(synth_root, tmp_path / "data")
+    rel = split_of(root)["train"][0][0]
+    (root / "SynthMed/SynthMed" / rel).unlink()
+    fails(capsys, cli(root, tmp_path / "run"), Path(rel).name)
+    no_result(tmp_path / "run")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_test_image_stops_the_run_before_training(workers: int, synth_root: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 5, and item 4's worker-wrapped message): a truncated test image was found only after the
+    last epoch, and inside a data-loader worker its message was buried in "Caught ImageReadError …"."""
+    root = copy_data(synth_root, tmp_path / "data")
+    path = root / "SynthMed/SynthMed" / split_of(root)["test"][3][0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "run"
+    line = fails(capsys, cli(root, out, opts=[*FAST, "DATALOADER.NUM_WORKERS", str(workers), "CACHE.ENABLED",
+                                              "False"]), f"Cannot read image {path}")
+    assert "DataLoader worker" not in line
+    log = (out / "log.txt").read_text()
+    assert "epoch [" not in log and "Traceback" in log  # before any epoch; the traceback is in the log
+    no_result(out)
+
+
+def test_empty_training_split_is_named(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 7): "SUBSAMPLE_CLASSES=all: no all classes among 0 classes"."""
+    root = copy_data(synth_root, tmp_path / "data")
+    split = split_of(root)
+    split["train"] = []
+    (root / "SynthMed/split_SynthMed.json").write_text(json.dumps(split))
+    fails(capsys, cli(root, tmp_path / "run"), 'the "train" split is empty')
+
+
+def test_bank_of_empty_sentences_is_refused(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 7): a prompt bank whose sentences were all "" was accepted."""
+    bank = json.loads((synth_root / "SynthMed/prompt_bank.json").read_text())
+    empty = {c: [""] * len(s) for c, s in bank.items()}
+    path = tmp_path / "bank.json"
+    path.write_text(json.dumps(empty))
+    fails(capsys, cli(synth_root, tmp_path / "run", base=trainer_args("OGKD"),
+                      opts=[*FAST, "TRAINER.OGKD.PROMPT_BANK", str(path)]), "is empty")
+
+
+def test_nonfinite_pixels_in_a_float_image_are_warned_not_black(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (item 7): one NaN pixel in a float TIFF turned the whole image black, silently."""
+    from engine.data import read_image
+
+    arr = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    arr[0, 0] = np.nan
+    arr[1, 1] = np.inf
+    path = tmp_path / "img.tif"
+    Image.fromarray(arr, mode="F").save(path)
+    rgb = np.asarray(read_image(str(path)))
+    assert rgb.max() == 255 and rgb[0, 0, 0] == 0 and rgb[7, 7, 0] == 255
+    assert "2 of 64 pixels are NaN or infinite" in caplog.text and str(path) in caplog.text
+
+
+def test_num_shots_zero_is_the_whole_split_and_says_so(synth_root: Path, tmp_path: Path) -> None:
+    """Regression (item 7): NUM_SHOTS ≤ 0 silently meant the whole training split."""
+    out = tmp_path / "run"
+    opts = [*FAST, "DATASET.NUM_SHOTS", "0", "OPTIM.MAX_EPOCH", "1"]
+    assert train.main(cli(synth_root, out, base=trainer_args("ZeroshotCLIP"), opts=opts)) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["shots_all"] is True and m["train_images"] == len(split_of(synth_root)["train"])
+    assert "the whole training split is used" in (out / "log.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------------- item 2: OPTIM keys
+def test_clip_adapter_honours_optim_epochs_and_lr(synth_root: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 2): OPTIM.LR 1e30 OPTIM.MAX_EPOCH 3 ran 20 epochs at 1e-2 and wrote normal metrics."""
+    base, opts = trainer_args("CLIP_Adapter"), [*FAST, "OPTIM.MAX_EPOCH", "3"]
+    out = tmp_path / "run"
+    assert train.main(cli(synth_root, out, base=base, opts=opts)) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    assert "epoch [3/3]" in (out / "log.txt").read_text()
+    fails(capsys, cli(synth_root, tmp_path / "lr", base=base, opts=[*opts, "OPTIM.LR", "1e30"]), "diverged")
+    no_result(tmp_path / "lr")
+
+
+@pytest.mark.parametrize(("name", "opts", "fragment"), [
+    ("LPPlusPlus", ["OPTIM.LR", "0.5"], "OPTIM.LR 0.5 has no effect on LPPlusPlus"),
+    ("TipAdapter", ["OPTIM.NAME", "sgd"], "needs OPTIM.NAME 'adamw'"),
+])
+def test_optim_keys_a_method_cannot_honour_are_errors(name: str, opts: list[str], fragment: str, synth_root: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fails(capsys, cli(synth_root, tmp_path / "run", base=trainer_args(name), opts=[*FAST, *opts]), fragment)
+
+
+def test_tip_adapter_and_lpp_epochs_come_from_optim(synth_root: Path, tmp_path: Path) -> None:
+    for name, epochs in (("TipAdapter", 2), ("LPPlusPlus", 7)):
+        out = tmp_path / name
+        opts = [*FAST, "OPTIM.MAX_EPOCH", str(epochs), "TRAINER.TIPADAPTER.INIT_ALPHA_SCALE", "1"]
+        assert train.main(cli(synth_root, out, base=trainer_args(name), opts=opts)) == 0
+        assert json.loads((out / "metrics.json").read_text())["epochs"] == epochs, name
+
+
+# ------------------------------------------------------------------------------------------- item 1 and 3
+def test_refused_commands_keep_the_finished_result(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 1): a refused command deleted the finished run's metrics.json."""
+    done = tmp_path / "done"
+    shutil.copytree(coop_run, done)
+    before = (done / "metrics.json").read_bytes()
+    fails(capsys, cli(synth_root, done, opts=[*FAST, "OPTIM.LR", "0.5"]), "different config")
+    fails(capsys, cli(synth_root, done, "--eval-only", "--model-dir", str(done), "--load-epoch", "99"),
+          "checkpoint not found")
+    fails(capsys, cli(synth_root, done, "--eval-only", "--model-dir", str(done),
+                      opts=[*FAST, "MODEL.BACKBONE.NAME", "tiny-clip"]), "backbone")
+    assert (done / "metrics.json").read_bytes() == before
+
+
+def test_eval_only_refuses_another_backbone_or_trainer(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """Regression (item 3): a context trained on one backbone was evaluated on another and recorded as valid; an
+    OGKD evaluation of a CoOp run was labelled OGKD."""
+    ckpt = coop_run / "prompt_learner/model.pth.tar-2"
+    line = fails(capsys, cli(synth_root, tmp_path / "a", "--eval-only", "--model-dir", str(coop_run),
+                             opts=[*FAST, "MODEL.BACKBONE.NAME", "tiny-clip"]), str(ckpt))
+    assert "checkpoint 'tiny-biomedclip', this run 'tiny-clip'" in line and "--allow-mismatch" in line
+    no_result(tmp_path / "a")
+    line = fails(capsys, cli(synth_root, tmp_path / "b", "--eval-only", "--model-dir", str(coop_run),
+                             "--allow-mismatch", base=trainer_args("OGKD")), "as OGKD")
+    assert "checkpoint 'CoOp', this run 'OGKD'" in line
+    no_result(tmp_path / "b")
+
+
+def test_allow_mismatch_evaluates_and_records_it(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    opts = [*FAST, "TRAINER.COOP.CLASS_TOKEN_POSITION", "front"]
+    fails(capsys, cli(synth_root, tmp_path / "a", "--eval-only", "--model-dir", str(coop_run), opts=opts),
+          "TRAINER.COOP.CLASS_TOKEN_POSITION: checkpoint 'end', this run 'front'")
+    out = tmp_path / "b"
+    assert train.main(cli(synth_root, out, "--eval-only", "--model-dir", str(coop_run), "--allow-mismatch",
+                          opts=opts)) == 0
+    m = read_metrics(out)
+    assert m["provenance_mismatch"] == {"TRAINER.COOP.CLASS_TOKEN_POSITION": {"checkpoint": "end", "run": "front"}}
+
+
+def test_resume_refuses_a_checkpoint_of_other_weights(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(coop_run, run)
+    (run / "metrics.json").unlink()
+    path = run / "prompt_learner/model.pth.tar-2"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["provenance"]["weights"] = "0" * 64
+    torch.save(ckpt, path)
+    line = fails(capsys, cli(synth_root, run), "cannot resume from")
+    assert "weights: checkpoint '0000" in line
+    no_result(run)
+
+
+# ------------------------------------------------------------------------------------------- writing the run
+def test_a_file_in_the_output_path(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "blocker").write_text("")
+    fails(capsys, cli(synth_root, tmp_path / "blocker/run"), "a file is in the way")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_output_folder(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        fails(capsys, cli(synth_root, ro / "run"), "not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_nan_loss_is_one_line_and_no_result(synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    fails(capsys, cli(synth_root, out, opts=[*FAST, "OPTIM.LR", "1e30"]), "training diverged; lower OPTIM.LR")
+    assert "FloatingPointError" in (out / "log.txt").read_text()
+    no_result(out)
+
+
+def _train_py(root: Path, out: Path, *opts: str, limit_kib: int | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    prefix = ["bash", "-c", f'ulimit -f {limit_kib}; exec "$@"', "_"] if limit_kib else []
+    return subprocess.Popen([*prefix, sys.executable, "train.py", *cli(root, out, opts=[*FAST, *opts])], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_disk_full_then_rerun(synth_root: Path, coop_run: Path, tmp_path: Path) -> None:
+    """``ulimit -f``: writing the run fails → one line naming the file; rerun with room → the same numbers."""
+    out = tmp_path / "run"
+    proc = _train_py(synth_root, out, limit_kib=1)  # config.yaml (~4 kB) does not fit
+    _, err = proc.communicate(timeout=300)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert f"File too large: {out / 'config.yaml'}" in errors[0], errors[0]
+    assert "the disk is full or a file-size limit was reached" in errors[0]
+    no_result(out)
+    assert train.main(cli(synth_root, out)) == 0
+    assert results(out) == results(coop_run)
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_same_numbers(synth_root: Path, coop_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _train_py(synth_root, out)
+    pointer = out / "prompt_learner/checkpoint"
+    deadline = time.monotonic() + 300
+    while not pointer.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (out / "metrics.json").exists()
+    assert train.main(cli(synth_root, out)) == 0
+    assert results(out) == results(coop_run)
+
+
+# ------------------------------------------------------------------------------------------- item 6: integrity
+def test_metrics_checksum_detects_edits_and_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    write_metrics(path, {"accuracy": 50.0, "dataset": "X"})
+    assert read_metrics(path)["accuracy"] == 50.0 and run_is_complete(tmp_path)
+    m = json.loads(path.read_text())
+    m["accuracy"] = 99.0
+    path.write_text(json.dumps(m))
+    with pytest.raises(MetricsError, match="checksum mismatch"):
+        read_metrics(path)
+    assert not run_is_complete(tmp_path)
+    path.write_text('{"accuracy": 5')
+    with pytest.raises(MetricsError, match="not valid JSON"):
+        read_metrics(path)
+
+
+def test_grid_redoes_a_run_whose_metrics_were_edited(synth_root: Path, tmp_path: Path) -> None:
+    """Regression (item 6): any existing metrics.json counted as complete; now the checksum is checked too."""
+    env = {**os.environ, "DATA_ROOT": str(synth_root), "OUTPUT_ROOT": str(tmp_path), "BACKBONE": "tiny-biomedclip",
+           "EXTRA": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0", "SHOTS": "1", "SEEDS": "1", "TRAINERS": "CoOp"}
+    cmd = ["bash", "scripts/run_fewshot.sh", "--datasets", "synthmed"]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    path = tmp_path / "few_shot/synthmed/CoOp/shots1/seed1/metrics.json"
+    good = results(path.parent)
+    m = json.loads(path.read_text())
+    m["accuracy"] = 100.0
+    path.write_text(json.dumps(m))
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "redo   synthmed CoOp shots1 seed1: its metrics.json was unreadable" in again.stdout
+    assert "checksum mismatch" in again.stdout
+    assert results(path.parent) == good and (path.parent / "metrics.json.bad").is_file()
