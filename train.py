@@ -138,6 +138,9 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
 
     expected = (BackboneError, ConfigError, DatasetError, ImageReadError, RegistryError, CheckpointError, ValueError)
     try:
+        from datasets import check_dataset
+
+        check_dataset(cfg)  # an unknown dataset fails here, before the backbone is built
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)
         trainer = build_trainer(cfg)

@@ -99,9 +99,12 @@ def test_registry_errors() -> None:
     with pytest.raises(RegistryError, match="Did you mean 'ZeroshotCLIP'"):
         TRAINER_REGISTRY.get("ZeroShotCLIP")
     import datasets  # noqa: F401
+    from engine.config import get_cfg_default
+    from engine.data import DatasetError
 
-    with pytest.raises(RegistryError, match="Did you mean 'SynthMed'"):
-        DATASET_REGISTRY.get("Synthmed")
+    cfg = get_cfg_default()  # an unknown dataset without a split file: both ways to add it, and a suggestion
+    with pytest.raises(DatasetError, match=r"Unknown dataset 'Synthmed'.*make_split\.py.*Did you mean 'SynthMed'"):
+        DATASET_REGISTRY.get("Synthmed")(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------- LR
