@@ -60,6 +60,7 @@ from engine.utils import (
     process_age_s,
     select_device,
     set_random_seed,
+    track,
 )
 
 logger = logging.getLogger(__name__)
@@ -276,8 +277,10 @@ class TrainerBase:
     @torch.no_grad()
     def encode_loader(self, loader: Iterable[dict[str, Any]], desc: str = "encode") -> torch.Tensor:
         """Normalised global features [N, E] of every image a loader yields, in order (with a progress bar)."""
+        total = len(loader.dataset) if hasattr(loader, "dataset") else 0
         feats = [self.encode_frozen(batch["img"].to(self.device, non_blocking=True))["g"]
-                 for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.VERBOSE)]
+                 for batch in track(loader, total=total, desc=desc, bar=bool(self.cfg.VERBOSE),
+                                    size=lambda b: len(b["img"]))]
         return torch.cat(feats)
 
     def register_model(

@@ -244,3 +244,20 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not an image")
     with pytest.raises(ImageReadError, match=r"broken scan \(2\)\.png"):
         read_image(str(bad))
+
+
+def test_track_logs_progress_with_eta_and_a_summary(caplog: pytest.LogCaptureFixture,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    from engine.utils import track
+
+    batches = [[0] * 4, [0] * 4, [0] * 2]
+    with caplog.at_level(logging.INFO):
+        seen = list(track(batches, total=10, desc="encode test", bar=True, size=len, log_every_s=0.0))
+    assert seen == batches
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode test")]
+    assert lines[0].startswith("encode test: 4/10 images (40%)") and ", eta " in lines[0]
+    assert lines[1].startswith("encode test: 8/10 images (80%)")
+    assert lines[-1].startswith("encode test: 10 images in ") and len(lines) == 3
+    assert "encode test" in capsys.readouterr().err  # the console bar

@@ -52,7 +52,8 @@ class ClipTrainer(TrainerBase):
 
         def compute() -> dict[str, torch.Tensor]:
             with torch.no_grad(), self.frozen_autocast():
-                feats, means = encode_prompt_bank(self.backbone, bank, classnames, n_prompts)
+                feats, means = encode_prompt_bank(self.backbone, bank, classnames, n_prompts,
+                                                  progress=bool(self.cfg.VERBOSE))
             return {"feats": feats.float(), "means": means.float()}
 
         out = self.cached(key, compute, f"teacher prompt bank ({len(classnames)} classes x {n_prompts})")
