@@ -192,7 +192,7 @@ def test_zeroshot_runs_without_training(synth_root: Path, tmp_path: Path) -> Non
     [
         (["--trainer", "CoOpp"], FAST, "Unknown trainer 'CoOpp'. Did you mean 'CoOp'"),
         ([], [*FAST, "OPTIM.MAXEPOCH", "3"], "Did you mean 'OPTIM.MAX_EPOCH'"),
-        ([], [*FAST, "DATASET.NAME", "SynthMedd"], "Unknown dataset 'SynthMedd'. Did you mean 'SynthMed'"),
+        ([], [*FAST, "DATASET.NAME", "SynthMedd"], "Unknown dataset 'SynthMedd': no catalogue row and no split file"),
         ([], [*FAST, "MODEL.BACKBONE.NAME", "tiny-biomedclp"], "tiny-biomedclip"),
     ],
 )
