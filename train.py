@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Dassl / CoOp-compatible entry point: parse the CLI → config → trainer → train / evaluate.
+r"""Dassl / CoOp-compatible entry point: parse the CLI → config → trainer → train / evaluate.
 
     python train.py --root DATA --seed 1 --trainer CoOp \
         --dataset-config-file configs/datasets/synthmed.yaml \
@@ -7,6 +7,7 @@
         --output-dir output/synthmed/CoOp/shots4/seed1 DATASET.NUM_SHOTS 4
     python train.py ... --eval-only --model-dir RUN_DIR [--load-epoch N]
     python train.py ... --resume RUN_DIR
+    python train.py --list-trainers | --list-backbones | --list-datasets     (instant: no torch import)
 
 Flags come before the trailing KEY VALUE config pairs. An expected failure (bad input, a refused checkpoint, an
 unwritable or full disk, a diverged loss) ends with one line "error: …" and exit status 1 (2: bad command line or
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the feature cache (CACHE.ENABLED False): compute every frozen feature")
     p.add_argument("--list-trainers", action="store_true", help="print the registered trainers and exit")
+    p.add_argument("--list-backbones", action="store_true", help="print the backbone names and exit")
+    p.add_argument("--list-datasets", action="store_true", help="print the catalogue's datasets and exit")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
 
@@ -140,15 +143,15 @@ def report_error(message: str, exc: BaseException, *, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    listings = [kind for kind in ("trainers", "backbones", "datasets") if getattr(args, f"list_{kind}")]
+    if listings:  # a static table kept equal to the registries by tests: no torch import, instant
+        from engine.listing import listing
+
+        print("\n\n".join(listing(kind) for kind in listings))
+        return 0
     from engine.config import ConfigError, changed_unused_keys
     from engine.registry import TRAINER_REGISTRY, RegistryError
     from engine.utils import resolve_seed, setup_logger
-
-    if args.list_trainers:
-        import trainers  # noqa: F401
-
-        print("\n".join(TRAINER_REGISTRY.registered_names()))
-        return 0
     setup_logger(None)
     try:
         cfg = setup_cfg(args)
@@ -184,6 +187,9 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
     expected = (BackboneError, ConfigError, DatasetError, ImageReadError, RegistryError, CheckpointError, ValueError)
     debug = bool(getattr(args, "debug", False))
     try:
+        from datasets import check_dataset
+
+        check_dataset(cfg)  # an unknown dataset fails here, before the backbone is built
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)
         trainer = build_trainer(cfg)

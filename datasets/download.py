@@ -168,6 +168,49 @@ def _fetch_drive(info: DatasetInfo, downloads: Path) -> Path:
 
 
 _UNREACHABLE: dict[str, str] = {}  # source → reason, once a connection-level failure showed it is unreachable
+PROBE_TIMEOUT_S = 3.0  # the reachability probe's TCP connect timeout
+DRIVE_HOST = "drive.google.com"
+OFFLINE_VALUES = ("1", "true", "yes", "on")
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set to a true value (the hub client would not go online)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in OFFLINE_VALUES
+
+
+def hub_host() -> str:
+    """The hub's host: that of ``HF_ENDPOINT`` when set, else huggingface.co."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip()
+    match = re.match(r"^[a-z]+://([^/:]+)", endpoint)
+    return match.group(1) if match else "huggingface.co"
+
+
+def _probe_host(host: str, port: int = 443) -> str | None:
+    """None if a TCP connection to ``host:port`` opens within ``PROBE_TIMEOUT_S``; else the reason."""
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+        return None
+    except OSError as err:
+        return f"{host} unreachable ({short_reason(err)})"
+
+
+def probe_sources(source: Source = "hf") -> dict[str, str | None]:
+    """One reachability check per source the run may use, before any download: ``{"hf" | "gdrive": None if
+    reachable, else the reason}``. The hub counts as unreachable when ``HF_HUB_OFFLINE`` is set (not probed).
+    An unreachable source is remembered, so no download waits through its client's timeouts and retries."""
+    result: dict[str, str | None] = {}
+    for name in (("hf", "gdrive") if source == "hf" else ("gdrive",)):
+        if name in _UNREACHABLE:
+            result[name] = _UNREACHABLE[name]
+            continue
+        if name == "hf" and hub_offline():
+            reason: str | None = "HF_HUB_OFFLINE is set"
+        else:
+            reason = _probe_host(hub_host() if name == "hf" else DRIVE_HOST)
+        if reason is not None:
+            _UNREACHABLE[name] = reason
+        result[name] = reason
+    return result
 
 
 def _is_connection_error(err: BaseException) -> bool:
@@ -186,7 +229,7 @@ def _is_connection_error(err: BaseException) -> bool:
 def _attempt(source: str, fetch: Callable[[], Path]) -> Path:
     """Run ``fetch`` unless ``source`` proved unreachable earlier in this process (then fail at once)."""
     if source in _UNREACHABLE:
-        raise DownloadError(f"{_UNREACHABLE[source]} (unreachable earlier in this run; not retried)")
+        raise DownloadError(f"{_UNREACHABLE[source]} (not tried)")
     try:
         return fetch()
     except Exception as err:
@@ -209,12 +252,14 @@ def fetch_archive(info: DatasetInfo, root: str | Path, *, source: Source = "hf")
     downloads = Path(root).expanduser() / DOWNLOADS_DIR
     reasons: list[str] = []
     if source == "hf" and info.hf_file:
-        logger.info("%s: downloading %s from the Hugging Face hub (%s)", info.name, info.hf_file, HF_DATASET_REPO)
+        if "hf" not in _UNREACHABLE:
+            logger.info("%s: downloading %s from the Hugging Face hub (%s)", info.name, info.hf_file,
+                        HF_DATASET_REPO)
         try:
             return _attempt("hf", lambda: _fetch_hub(info))
         except Exception as err:  # noqa: BLE001 - any hub / network failure means "try the mirror"
             reasons.append(f"hub: {err if isinstance(err, DownloadError) else short_reason(err)}")
-            if info.gdrive_id:
+            if info.gdrive_id and not isinstance(err, DownloadError):  # known unreachable: said once already
                 logger.warning("%s: Hugging Face hub unavailable (%s); falling back to Google Drive", info.name,
                                short_reason(err))
     if info.gdrive_id:
@@ -379,9 +424,10 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def ensure_dataset(root: str | Path, info: DatasetInfo, *, source: Source = "hf", keep_archive: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, before_fetch: Callable[[], None] | None = None) -> dict[str, Any]:
     """Make ``root/<NAME>`` a verified dataset; returns the :func:`verify_dataset` report plus ``"action"``
-    (``"verified"``: already there, nothing downloaded; ``"downloaded"``).
+    (``"verified"``: already there, nothing downloaded; ``"downloaded"``). ``before_fetch`` is called just before
+    the network is needed (e.g. :func:`probe_sources`, once per run).
 
     Raises :class:`DownloadError` (no source delivered the archive), :class:`ArchiveError` (bad archive) or
     :class:`DatasetError` (not downloadable: generated datasets such as SynthMed) — each one line."""
@@ -396,6 +442,8 @@ def ensure_dataset(root: str | Path, info: DatasetInfo, *, source: Source = "hf"
         logger.warning("%s: existing folder does not verify (%s); downloading it again", info.name,
                        report["error"].splitlines()[0])
     downloads = root / DOWNLOADS_DIR
+    if before_fetch is not None:
+        before_fetch()
     try:
         archive = fetch_archive(info, root, source=source)
     except DownloadError:

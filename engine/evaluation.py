@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.plotdata import reliability_bins
+
 logger = logging.getLogger(__name__)
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[Any]
@@ -98,19 +100,9 @@ def per_class_accuracy(pred: ArrayLike, target: ArrayLike) -> dict[int, float]:
 
 
 def _ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
-    """ECE in percent from confidences [N] in [0, 1] and 0/1 correctness [N]; bins (k/n, (k+1)/n]."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be ≥ 1, got {n_bins}")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # Bin k holds edges[k] < conf ≤ edges[k+1]; conf = 0 (impossible for a softmax max) goes to bin 0.
-    idx = np.clip(np.searchsorted(edges[1:], confidence, side="left"), 0, n_bins - 1)
-    n = confidence.shape[0]
-    count = np.bincount(idx, minlength=n_bins)
-    conf_sum = np.bincount(idx, weights=confidence, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
-    used = count > 0
-    gaps = np.abs(acc_sum[used] - conf_sum[used]) / count[used]
-    return 100.0 * float(np.sum(count[used] / n * gaps))
+    """ECE in percent from confidences [N] in [0, 1] and 0/1 correctness [N]; bins (k/n, (k+1)/n]
+    (:func:`engine.plotdata.reliability_bins`, the bins the reliability diagrams show)."""
+    return float(reliability_bins(confidence, correct, n_bins)["ece"])
 
 
 def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> float:
@@ -167,6 +159,13 @@ class Classification:
         self._pred.append(pred.cpu())
         self._label.append(labels.detach().long().cpu())
         self._conf.append(conf.cpu())
+
+    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predicted labels [N], true labels [N], confidences [N]) of everything processed since ``reset()``."""
+        if not self._label:
+            raise ValueError("Classification.samples() called before any process(); no samples")
+        return (torch.cat(self._pred).numpy(), torch.cat(self._label).numpy(),
+                torch.cat(self._conf).numpy().astype(np.float64))
 
     @property
     def num_samples(self) -> int:

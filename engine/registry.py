@@ -41,6 +41,7 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Any] = {}
+        self._fallback: Callable[[str], Any] | None = None
 
     def _add(self, name: str, obj: Any) -> None:
         if name in self._items and self._items[name] is not obj:
@@ -62,8 +63,17 @@ class Registry:
 
         return deco
 
+    def set_fallback(self, fallback: Callable[[str], Any] | None) -> None:
+        """``get()`` of an unregistered name returns ``fallback(name)`` (e.g. the generic dataset class for a dataset
+        without a catalogue row) when it is not None; the fallback logs or raises as it sees fit."""
+        self._fallback = fallback
+
     def get(self, name: str) -> Any:
         """Return the object registered as ``name``; unknown names list what exists and suggest the nearest."""
+        if name not in self._items and self._fallback is not None:
+            found = self._fallback(name)
+            if found is not None:
+                return found
         if name not in self._items:
             names = self.registered_names()
             raise RegistryError(

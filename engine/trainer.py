@@ -48,6 +48,7 @@ from engine.data import DataManager, Datum, read_image
 from engine.evaluation import Classification
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.provenance import ALWAYS_REFUSED, describe_mismatches, make_provenance, provenance_mismatches
+from engine.plotdata import PREDICTIONS_FILE, save_predictions
 from engine.registry import TRAINER_REGISTRY
 from engine.results import write_metrics
 from engine.utils import (
@@ -61,6 +62,7 @@ from engine.utils import (
     process_age_s,
     select_device,
     set_random_seed,
+    track,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,10 @@ class TrainerBase:
         self._provenance: dict[str, Any] | None = None
         #: provenance differences an explicit override allowed (``--allow-mismatch``), recorded in metrics.json
         self.provenance_mismatch: dict[str, dict[str, Any]] = {}
+        self.loaded_epoch: int | None = None  # the epoch of the last checkpoint load_model() read
+        self._trained_epochs: int | None = None  # set when the final test follows training in this process
+        self._writer: Any = None  # the open tensorboard SummaryWriter (training, final test), else None
+        self._epoch_times: list[float] = []  # durations of the epochs run in this process (the log's ETA)
 
         t0 = time.perf_counter()
         self.backbone = self.build_backbone()
@@ -279,8 +285,10 @@ class TrainerBase:
         """Normalised global features [N, E] of every image a loader yields, in order (with a progress bar), in
         no-grad passes of at most :meth:`encode_pass_size` images (bounds the activations' memory)."""
         size = self.encode_pass_size()
+        total = len(loader.dataset) if hasattr(loader, "dataset") else 0
         feats = [self.encode_frozen(part.to(self.device, non_blocking=True))["g"]
-                 for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.VERBOSE)
+                 for batch in track(loader, total=total, desc=desc, bar=bool(self.cfg.VERBOSE),
+                                    size=lambda b: len(b["img"]))
                  for part in (batch["img"].split(size) if size else (batch["img"],))]
         return torch.cat(feats)
 
@@ -446,6 +454,7 @@ class TrainerBase:
             self._load_trainable(module, ckpt["state_dict"], path)
             loaded_epoch = int(ckpt["epoch"])
             logger.info("loaded %s from %s (epoch %d)", name, path, loaded_epoch)
+        self.loaded_epoch = loaded_epoch
         return loaded_epoch
 
     def _load_trainable(self, module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -525,11 +534,12 @@ class TrainerBase:
                 self.epoch = epoch
                 self.run_epoch(bar, writer)
                 self.after_epoch()
-        if writer is not None:
-            writer.close()
         logger.info("Finish training (%s)", datetime.timedelta(seconds=round(time.perf_counter() - t0)))
         self.after_train()
-        return self._final_test(t0)
+        try:
+            return self._final_test(t0)
+        finally:
+            self.close_tensorboard()
 
     def check_test_images(self) -> None:
         """Read every image of the test split before training, so an unreadable one stops the run now, not after
@@ -637,15 +647,23 @@ class TrainerBase:
         self.timings["steps_s"] = self.timings.get("steps_s", 0.0) + t_steps
         self.counts["steps"] = self.counts.get("steps", 0) + n
         means = {k: float(v) / max(n, 1) for k, v in sums.items()}
+        took = time.perf_counter() - t_epoch
         logger.info(
-            "epoch [%d/%d] %s\tlr %.6e\t(%.1fs)", self.epoch + 1, self.max_epoch,
-            "\t".join(f"{k} {v:.4f}" for k, v in means.items()), lr, time.perf_counter() - t_epoch,
+            "epoch [%d/%d] %s\tlr %.6e\t(%.1fs, eta %s)", self.epoch + 1, self.max_epoch,
+            "\t".join(f"{k} {v:.4f}" for k, v in means.items()), lr, took, self._eta(took),
         )
         if writer is not None:
             for k, v in means.items():
                 writer.add_scalar(f"train/{k}", v, self.epoch + 1)
             writer.add_scalar("train/lr", lr, self.epoch + 1)
         self._step_schedulers()
+
+    def _eta(self, seconds: float) -> str:
+        """Remaining time of the training from the mean duration of the epochs run in this process."""
+        times = self._epoch_times
+        times.append(seconds)
+        left = self.max_epoch - (self.epoch + 1)
+        return str(datetime.timedelta(seconds=round(left * sum(times) / len(times))))
 
     def after_epoch(self) -> None:
         if self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST:
@@ -664,6 +682,7 @@ class TrainerBase:
             return None
         if self._models and self.cfg.TEST.FINAL_MODEL == "best_val":
             self.load_model(self.output_dir)  # model-best
+        self._trained_epochs = int(self.max_epoch) if self._models else 0
         return self.test(self.cfg.TEST.SPLIT, wall_time_s=time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ evaluation
@@ -692,11 +711,16 @@ class TrainerBase:
         self.timings[f"eval_{split}_s"] = self.timings.get(f"eval_{split}_s", 0.0) + time.perf_counter() - t0
         logger.info("Do evaluation on %s set", split)
         res = self.evaluator.evaluate()  # logs Dassl's "=> result" block
+        self._tensorboard_eval(split, res)
         if split != "test":
             return res
         if self.cfg.TEST.COMPUTE_CMAT:
             atomic_write_json(self.output_dir / "confusion_matrix.json",
                               {"classnames": self.classnames, "rows_true_cols_pred": res["confusion_matrix"]})
+        pred, label, conf = self.evaluator.samples()
+        res["predictions_sha256"] = save_predictions(self.output_dir / PREDICTIONS_FILE, label=label, pred=pred,
+                                                     confidence=conf, classnames=self.classnames,
+                                                     n_bins=self.evaluator.n_bins)
         self.write_metrics(res, split, wall_time_s if wall_time_s is not None else time.perf_counter() - t0)
         return res
 
@@ -707,6 +731,7 @@ class TrainerBase:
         Called once a run has passed its checks and commits to producing new results: a ``metrics.json`` left in the
         folder is removed here, never earlier, so a refused command cannot destroy a finished run's result."""
         (self.output_dir / "metrics.json").unlink(missing_ok=True)  # a failed run must not leave stale results
+        (self.output_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
         atomic_write_text(self.output_dir / "config.yaml", self.cfg.dump())
         record = {
             "dataset": self.cfg.DATASET.NAME,
@@ -735,7 +760,7 @@ class TrainerBase:
             "shots_all": int(cfg.DATASET.NUM_SHOTS) < 1,  # NUM_SHOTS ≤ 0: the whole training split (Dassl)
             "train_images": len(self.dm.dataset.train_x),
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "epochs": int(self.max_epoch) if self._models else 0,
+            "epochs": self._metrics_epochs(),
             "wall_time_s": round(float(wall_time_s), 3),
             "timings_s": {k: round(float(v), 3) for k, v in self.timings.items()},
             "counts": dict(self.counts),
@@ -745,16 +770,68 @@ class TrainerBase:
         }
         if self.provenance_mismatch:  # an evaluation across a mismatch allowed by --allow-mismatch
             metrics["provenance_mismatch"] = self.provenance_mismatch
+        if "predictions_sha256" in res:  # the figures' data (engine/plotdata.py), written just before
+            metrics["predictions"] = {"file": PREDICTIONS_FILE, "sha256": res["predictions_sha256"]}
         write_metrics(self.output_dir / "metrics.json", metrics)  # atomic, with a checksum of its content
         logger.info("wrote %s", self.output_dir / "metrics.json")
 
+    def _metrics_epochs(self) -> int:
+        """metrics.json "epochs": 0 for a method with nothing to learn; the epochs just trained after training; in
+        an evaluation-only run, the epoch of the checkpoint loaded (not the config's OPTIM.MAX_EPOCH)."""
+        if not self._models:
+            return 0
+        if self._trained_epochs is not None:
+            return self._trained_epochs
+        return self.loaded_epoch if self.loaded_epoch is not None else int(self.max_epoch)
+
     def _tensorboard(self) -> Any:
+        """The run's tensorboard writer (``OUTPUT_DIR/tensorboard``), opened once; None without tensorboard."""
+        if self._writer is not None:
+            return self._writer
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             logger.info("tensorboard is not installed: no tensorboard scalars (pip install tensorboard)")
             return None
-        return SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
+        self._writer = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
+        return self._writer
+
+    def close_tensorboard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def hparams(self) -> dict[str, Any]:
+        """The run's hyper-parameters for tensorboard's HPARAMS tab: what identifies the run, the optimisation
+        settings and every ``TRAINER.<this trainer's node>`` key (scalars and strings only)."""
+        cfg = self.cfg
+        hp: dict[str, Any] = {
+            "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME, "backbone": cfg.MODEL.BACKBONE.NAME,
+            "seed": int(cfg.SEED), "shots": int(cfg.DATASET.NUM_SHOTS), "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "epochs": self._metrics_epochs(), "optim": cfg.OPTIM.NAME, "lr": float(cfg.OPTIM.LR),
+            "batch_size": int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE),
+        }
+        node = cfg.TRAINER.get(self.cfg_node) if self.cfg_node else None
+        for key, value in flat_items(node).items() if node is not None else ():
+            if isinstance(value, bool | int | float | str):
+                hp[f"{self.cfg_node}.{key}"] = value
+        return hp
+
+    def _tensorboard_eval(self, split: str, res: dict[str, Any]) -> None:
+        """``val/*`` scalars at the current epoch (training with best_val); for the test, ``test/*`` scalars and the
+        hyper-parameters with the test metrics (tensorboard's HPARAMS tab)."""
+        if split == "val" and self._writer is None:
+            return
+        writer = self._tensorboard()
+        if writer is None:
+            return
+        step = self.epoch + 1 if split == "val" else self._metrics_epochs()
+        for key in ("accuracy", "macro_f1", "ece"):
+            writer.add_scalar(f"{split}/{key}", float(res[key]), step)
+        if split == "test":
+            writer.add_hparams(self.hparams(), {f"hparam/{k}": float(res[k]) for k in ("accuracy", "macro_f1", "ece")},
+                               run_name=".", global_step=step)
+            self.close_tensorboard()  # the test is the run's last word
 
 
 def _read_pointer(folder: Path) -> str | None:

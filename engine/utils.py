@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import datetime
 import hashlib
 import json
 import logging
@@ -12,14 +13,17 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -81,6 +85,35 @@ def setup_logger(output_dir: str | None = None, *, verbose: bool = True) -> None
         root.addHandler(fh)
     for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def track(iterable: Iterable[T], *, total: int, desc: str, unit: str = "images", bar: bool = True,
+          size: Callable[[T], int] = lambda _: 1, log_every_s: float = 30.0, summary: bool = True) -> Iterator[T]:
+    """Iterate with progress: a tqdm bar on the console (``bar``; it disappears when done) and, whatever ``bar``
+    says, a log line (so in ``log.txt``) every ``log_every_s`` seconds with the count, the rate and the ETA, and
+    (``summary``) one at the end. ``size(item)``: how many ``unit`` an item counts for (e.g. a batch's images)."""
+    from tqdm import tqdm
+
+    start = last = time.perf_counter()
+    done = 0
+    with tqdm(total=total, desc=desc, unit=unit[:-1] if unit.endswith("s") else unit, leave=False,
+              dynamic_ncols=True, disable=not bar) as progress:
+        for item in iterable:
+            yield item
+            n = size(item)
+            done += n
+            progress.update(n)
+            now = time.perf_counter()
+            if now - last >= log_every_s and done < total:
+                last = now
+                rate = done / (now - start)
+                eta = datetime.timedelta(seconds=round((total - done) / rate)) if rate > 0 else "?"
+                logger.info("%s: %d/%d %s (%.0f%%), %.1f %s/s, eta %s", desc, done, total, unit,
+                            100 * done / max(total, 1), rate, unit, eta)
+    took = time.perf_counter() - start
+    if summary:
+        logger.info("%s: %d %s in %.1f s (%.1f %s/s)", desc, done, unit, took, done / took if took > 0 else 0.0,
+                    unit)
 
 
 def resolve_seed(seed: int) -> int:

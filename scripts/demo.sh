@@ -86,5 +86,5 @@ done
 
 echo
 # shellcheck disable=SC2086
-python scripts/summarize.py "$OUTPUT_ROOT" --metrics accuracy --layout trainers --order $TRAINERS $B2N_TRAINERS
+python scripts/summarize.py "$OUTPUT_ROOT" --metrics accuracy --layout trainers --order $TRAINERS $B2N_TRAINERS --plots
 echo "demo finished in $(( $(date +%s) - start )) s"

@@ -6,7 +6,9 @@
 expects images in ``DATA/<name>/<name>/<class_folder>/…`` (class folder = class name with "_" for " ") and writes
 ``DATA/<name>/split_<name>.json`` ({"train"|"val"|"test": [[relative path, label, class name], ...]}), the format
 of the benchmark datasets. Labels follow the sorted class folders; each class is split separately (stratified),
-deterministically from the seed. It then prints the catalogue row and the YAML to add (see the README).
+deterministically from the seed. It then prints how to train on it: nothing has to be added (a dataset with a split
+file and no catalogue row is loaded by the generic class), a dataset YAML for the grid scripts, and the optional
+catalogue row (complete Python) that also checks the class names.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=float, default=0.2)
     p.add_argument("--test", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--modality", default="unknown", help="imaging modality, for the printed catalogue row")
     p.add_argument("--force", action="store_true", help="overwrite an existing split file")
     args = p.parse_args(argv)
     out = args.root / args.name / f"split_{args.name}.json"
@@ -61,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     classes = sorted({(e[1], e[2]) for e in split["train"]})
     print(f"wrote {out}: {len(classes)} classes, train {len(split['train'])}, val {len(split['val'])}, "
           f"test {len(split['test'])}")
-    names = ", ".join(repr(c) for _, c in classes)
-    print("\nAdd to CATALOGUE in datasets/catalogue.py:\n"
-          f"    DatasetInfo(name={args.name!r}, config={args.name.lower()!r}, modality=\"...\",\n"
-          f"                classnames=({names},),\n"
-          f"                get_command=\"python scripts/make_split.py --root {{root}} --name {args.name}\"),\n"
-          f"and create configs/datasets/{args.name.lower()}.yaml:\n"
-          f"    DATASET:\n      NAME: \"{args.name}\"")
+    classnames = tuple(c for _, c in classes)
+    lower = args.name.lower()
+    row = (f"    DatasetInfo(name={args.name!r}, config={lower!r}, modality={args.modality!r},\n"
+           f"                classnames={classnames!r},\n"
+           f"                get_command=\"python scripts/make_split.py --root {{root}} --name {args.name}\"),")
+    print(f"\nNo code edit is needed: train.py loads {args.name} with the generic dataset class (class names from the "
+          f"split file), e.g.\n"
+          f"    python train.py --root {args.root} --trainer CoOp --config-file configs/trainers/CoOp/few_shot.yaml "
+          f"--output-dir output/{lower} DATASET.NAME {args.name} DATASET.NUM_SHOTS 4\n"
+          f"For a config file (and `--datasets {lower}` in the grid scripts) create configs/datasets/{lower}.yaml:\n"
+          f"    DATASET:\n      NAME: \"{args.name}\"\n"
+          f"Optionally, to check the class names and record the modality, add this row to CATALOGUE in "
+          f"datasets/catalogue.py:\n{row}")
     return 0
 
 

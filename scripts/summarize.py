@@ -71,6 +71,11 @@ Output (``--format``, a comma-separated subset of md, csv, latex, json; default 
   as in the CSV, an empty CSV field as null (backbone too), missing_seeds / missing_base / missing_new as lists of
   seeds and missing_datasets as a list of names.
 
+``--plots`` also draws the figures (``scripts/plot.py``: few-shot curves, base / novel / HM bars, reliability
+diagrams, confusion matrices; PNG and PDF in OUTPUT_ROOT/figures) and writes OUTPUT_ROOT/report.md: the Markdown
+tables followed by every PNG figure embedded (``![…](figures/….png)``). A figure that cannot be drawn is a warning;
+the tables are written all the same.
+
 Only tables with data are written. An unreadable or malformed metrics.json is skipped with a warning naming the file.
 
 Exit status: 0 tables written; 1 no metrics.json (or no usable run) under OUTPUT_ROOT; 2 OUTPUT_ROOT is not a folder
@@ -814,6 +819,29 @@ def _formats(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def write_report(root: Path, runs: Sequence[Run], tables_md: str, *, order: Sequence[str] = (),
+                 seeds: Sequence[int] | None = None) -> list[str]:
+    """Draw the figures (scripts/plot.py) into ``root/figures`` and write ``root/report.md``: the tables, then every
+    PNG figure embedded. Returns the names written (relative to ``root``); plotting problems are warnings."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import plot  # matplotlib only when figures are asked for
+
+    figures, warnings = plot.render(runs, root / "figures", order=order, seeds=seeds)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    pngs = [f for f in figures if f.suffix == ".png"]
+    lines = ["# Results", "", f"From the metrics.json and predictions.npz of {len(runs)} runs under {root}.", "",
+             tables_md.rstrip(), "", "# Figures", ""]
+    for png in pngs:
+        rel = png.relative_to(root).as_posix()
+        lines += [f"## {png.stem}", "", f"![{png.stem}]({rel})", f"(PDF: [{png.stem}.pdf]({rel[:-4]}.pdf))"
+                  if png.with_suffix(".pdf").is_file() else "", ""]
+    if not pngs:
+        lines += ["No figure could be drawn (see the warnings).", ""]
+    (root / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return ["report.md", f"figures/ ({len(figures)} files)"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output_root", type=Path, help="folder searched recursively for metrics.json")
@@ -830,6 +858,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"outputs, a comma-separated subset of {', '.join(FORMATS)} (default md,csv): md = Markdown "
                         f"on stdout and summary.md; csv = one CSV per table and summary.csv; latex = summary.tex "
                         f"(booktabs, best value bold); json = summary.json (the rows of summary.csv)")
+    p.add_argument("--plots", action="store_true",
+                   help="also draw the figures (scripts/plot.py; PNG + PDF in OUTPUT_ROOT/figures) and write "
+                        "OUTPUT_ROOT/report.md, the tables with the figures embedded")
     args = p.parse_args(argv)
     root: Path = args.output_root
     if not root.is_dir():
@@ -885,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
         (root / "summary.json").write_text(json.dumps(records, indent=1, ensure_ascii=False, allow_nan=False) + "\n",
                                            encoding="utf-8")
         written.append("summary.json")
+    if args.plots:
+        written += write_report(root, runs, text, order=args.order, seeds=seeds)
     if "md" in args.formats:
         print(text, end="")
     print(f"\n{len(runs)} runs; wrote {', '.join(written)} to {root}", file=sys.stderr)

@@ -161,30 +161,66 @@ def test_missing_split_file_names_path_and_download_command(tmp_path: Path) -> N
         build_dataset(_cfg(tmp_path))
 
 
-def test_custom_dataset_with_generated_split(tmp_path: Path) -> None:
-    """A folder per class + scripts/make_split.py + one catalogue row → a dataset the engine reads."""
-    import subprocess
-    import sys
-    from functools import partial
-
-    from datasets.biomed import BiomedDataset
-    from datasets.catalogue import DatasetInfo
-
+def _class_folders(root: Path, name: str) -> None:
     for cname in ("normal_chest", "pleural_effusion", "lung_nodule"):
-        folder = tmp_path / "MyXray" / "MyXray" / cname
+        folder = root / name / name / cname
         folder.mkdir(parents=True)
         for i in range(10):
             Image.new("L", (9, 9), color=i).save(folder / f"scan {i} (1).png")
-    proc = subprocess.run([sys.executable, "scripts/make_split.py", "--root", str(tmp_path), "--name", "MyXray"],
-                          capture_output=True, text=True, timeout=60)
+
+
+def test_custom_dataset_with_generated_split_needs_no_code_edit(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A folder per class + scripts/make_split.py → a dataset the engine reads without a catalogue row (generic
+    class, class names from the split file, logged); the printed catalogue row is complete Python."""
+    import ast
+    import logging
+    import subprocess
+    import sys
+
+    from datasets.catalogue import DatasetInfo
+
+    _class_folders(tmp_path, "MyScans")
+    proc = subprocess.run([sys.executable, "scripts/make_split.py", "--root", str(tmp_path), "--name", "MyScans",
+                           "--modality", "chest X-ray"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "DatasetInfo(name='MyXray'" in proc.stdout
-    row = DatasetInfo(name="MyXray", config="myxray", modality="chest X-ray",
-                      classnames=("lung nodule", "normal chest", "pleural effusion"))
-    if "MyXray" not in DATASET_REGISTRY:
-        DATASET_REGISTRY.register(partial(BiomedDataset, info=row), name="MyXray")
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("DatasetInfo("))
+    text = "\n".join(line.strip() for line in lines[start:start + 3])
+    assert text.endswith("),")
+    row = eval(compile(ast.parse(text.rstrip(","), mode="eval"), "<row>", "eval"), {"DatasetInfo": DatasetInfo})
+    assert row == DatasetInfo(name="MyScans", config="myscans", modality="chest X-ray",
+                              classnames=("lung nodule", "normal chest", "pleural effusion"),
+                              get_command="python scripts/make_split.py --root {root} --name MyScans")
+    assert "DATASET.NAME MyScans" in proc.stdout and "No code edit is needed" in proc.stdout
+
+    assert "MyScans" not in DATASET_REGISTRY  # no row: the generic class serves it
     cfg = get_cfg_default()
-    merge_from_list(cfg, ["DATASET.NAME", "MyXray", "DATASET.ROOT", str(tmp_path), "DATASET.NUM_SHOTS", "2"])
-    ds = build_dataset(cfg)
+    merge_from_list(cfg, ["DATASET.NAME", "MyScans", "DATASET.ROOT", str(tmp_path), "DATASET.NUM_SHOTS", "2"])
+    with caplog.at_level(logging.INFO):
+        ds = build_dataset(cfg)
     assert ds.classnames == ["lung nodule", "normal chest", "pleural effusion"]
     assert len(ds.train_x) == 6 and len(ds.test) == 6
+    assert any("MyScans has no catalogue row" in r.message and "generic dataset class" in r.message
+               and "split file" in r.message for r in caplog.records)
+
+
+def test_unknown_dataset_names_both_ways_before_the_backbone(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import clip_backbones
+    import train
+
+    def no_backbone(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backbone was built before the dataset was checked")
+
+    monkeypatch.setattr(clip_backbones, "build_backbone", no_backbone)
+    (tmp_path / "MyXray2").mkdir()  # a folder, but no split file
+    rc = train.main(["--root", str(tmp_path), "--trainer", "ZeroshotCLIP", "--output-dir", str(tmp_path / "out"),
+                     "DATASET.NAME", "KneeXray2", "MODEL.BACKBONE.NAME", "tiny-clip"])
+    assert rc == 1 and not (tmp_path / "out" / "metrics.json").exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    msg = errors[0]
+    assert "Unknown dataset 'KneeXray2'" in msg and str(tmp_path / "KneeXray2" / "split_KneeXray2.json") in msg
+    assert f"scripts/make_split.py --root {tmp_path} --name KneeXray2" in msg and "datasets/catalogue.py" in msg
+    assert "Did you mean 'KneeXray'" in msg

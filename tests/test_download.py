@@ -98,8 +98,17 @@ class FakeNet:
         self.hub_calls: list[dict] = []
         self.drive_calls: list[dict] = []
         monkeypatch.setattr(dl, "_UNREACHABLE", {})  # each test starts with every source reachable
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the mocks stand in for the network
+        self.probes: list[str] = []
+        monkeypatch.setattr(dl, "_probe_host", self.probe_host)
+        self.unreachable: set[str] = set()
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", self.hf_hub_download)
         monkeypatch.setattr(gdown, "download", self.gdown_download)
+
+    def probe_host(self, host: str, port: int = 443) -> str | None:
+        self.probes.append(host)
+        return f"{host} unreachable (OSError: [Errno 101] Network is unreachable)" if host in self.unreachable \
+            else None
 
     def hf_hub_download(self, **kwargs: object) -> str:
         self.hub_calls.append(kwargs)
@@ -218,7 +227,10 @@ def test_both_sources_failing_give_one_line_per_dataset(
     lines = [ln for ln in err.splitlines() if "failed" in ln]  # the fallback log line says "unavailable"
     assert len(lines) == 2 and lines[0].startswith("BTMRI: download failed (hub: LocalEntryNotFoundError")
     assert "drive: OSError: [Errno -2] Name or service not known" in lines[0]
-    assert lines[0].endswith(f"on a machine with network run: python scripts/download_data.py --root {root} "
+    assert lines[0].endswith("on a machine with network run: python scripts/download_data.py --root data "
+                             f"--datasets btmri, then copy its folder data/BTMRI/ to {root.resolve()}/BTMRI/; or "
+                             "fetch https://huggingface.co/datasets/TahaKoleilat/BiomedCoOp/resolve/main/BTMRI.zip "
+                             f"and run: python scripts/download_data.py --root {root} --archive BTMRI.zip "
                              "--datasets btmri")
     assert lines[1].startswith("BUSI: download failed") and lines[1].endswith("--datasets busi")
     assert "Traceback" not in out + err
@@ -343,4 +355,52 @@ def test_an_unreachable_host_is_not_retried_for_every_dataset(
     rc, out, err = _run(capsys, "--root", str(root), "--datasets", "btmri", "busi", "covid")
     assert rc == 1
     assert len(net.hub_calls) == 1 and len(net.drive_calls) == 1  # later datasets fail at once
-    assert err.count("download failed") == 3 and "unreachable earlier in this run" in err
+    assert err.count("download failed") == 3 and "(not tried)" in err
+
+
+def test_offline_one_probe_one_line_per_dataset_and_the_folder_to_copy(
+        net: FakeNet, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    net.unreachable.add("drive.google.com")
+    rc, out, err = _run(capsys, "--root", str(root), "--datasets", "btmri", "busi", "covid")
+    assert rc == 1
+    assert not net.hub_calls and not net.drive_calls  # nothing waits on a client's timeouts and retries
+    assert net.probes == ["drive.google.com"]  # the hub is not probed under HF_HUB_OFFLINE; one probe in all
+    lines = err.strip().splitlines()
+    assert lines[0] == ("network: Hugging Face hub: HF_HUB_OFFLINE is set; Google Drive: drive.google.com "
+                        "unreachable (OSError: [Errno 101] Network is unreachable)")
+    assert len(lines) == 4  # the probe line, then one line per dataset
+    for line, (name, config) in zip(lines[1:], [("BTMRI", "btmri"), ("BUSI", "busi"), ("COVID_19", "covid")]):
+        assert line.startswith(f"{name}: download failed (hub: HF_HUB_OFFLINE is set (not tried); drive: ")
+        assert f"then copy its folder data/{name}/ to {root.resolve()}/{name}/" in line
+        assert f"--archive {name}.zip --datasets {config}" in line
+    assert out.strip().splitlines()[-1] == "0 ready, 3 failed: BTMRI BUSI COVID_19"
+
+
+def test_reachable_sources_are_probed_once_and_used(net: FakeNet, root: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    _serve(net)
+    _serve(net, name="BUSI")
+    rc, _, err = _run(capsys, "--root", str(root), "--datasets", "btmri", "busi")
+    assert rc == 0, err
+    assert net.probes == ["huggingface.co", "drive.google.com"] and len(net.hub_calls) == 2
+    assert "network:" not in err
+
+
+def test_archive_fetched_by_hand_is_installed_and_verified(net: FakeNet, root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    archive = _zip(tmp_path / "hand" / "BTMRI.zip", _members("wrapper"))
+    rc, out, err = _run(capsys, "--root", str(root), "--archive", str(archive), "--datasets", "btmri")
+    assert rc == 0, err
+    assert f"BTMRI: installed from {archive}, verified" in out
+    assert verify_dataset(root, BTMRI)["ok"] and archive.is_file()  # the user's file is left alone
+    assert not net.hub_calls and not net.drive_calls and not net.probes
+    _assert_clean(root)
+    broken = tmp_path / "hand" / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    rc, _, err = _run(capsys, "--root", str(tmp_path / "other"), "--archive", str(broken), "--datasets", "busi")
+    assert rc == 1 and err.startswith("BUSI: install failed:") and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, "--root", str(root), "--archive", str(archive), "--datasets", "btmri", "busi")
+    assert rc == 2 and "exactly one --datasets NAME" in err
+    rc, _, err = _run(capsys, "--root", str(root), "--archive", str(tmp_path / "nope.zip"), "--datasets", "btmri")
+    assert rc == 1 and "archive not found" in err

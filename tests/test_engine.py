@@ -99,9 +99,12 @@ def test_registry_errors() -> None:
     with pytest.raises(RegistryError, match="Did you mean 'ZeroshotCLIP'"):
         TRAINER_REGISTRY.get("ZeroShotCLIP")
     import datasets  # noqa: F401
+    from engine.config import get_cfg_default
+    from engine.data import DatasetError
 
-    with pytest.raises(RegistryError, match="Did you mean 'SynthMed'"):
-        DATASET_REGISTRY.get("Synthmed")
+    cfg = get_cfg_default()  # an unknown dataset without a split file: both ways to add it, and a suggestion
+    with pytest.raises(DatasetError, match=r"Unknown dataset 'Synthmed'.*make_split\.py.*Did you mean 'SynthMed'"):
+        DATASET_REGISTRY.get("Synthmed")(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------- LR
@@ -241,3 +244,20 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not an image")
     with pytest.raises(ImageReadError, match=r"broken scan \(2\)\.png"):
         read_image(str(bad))
+
+
+def test_track_logs_progress_with_eta_and_a_summary(caplog: pytest.LogCaptureFixture,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    from engine.utils import track
+
+    batches = [[0] * 4, [0] * 4, [0] * 2]
+    with caplog.at_level(logging.INFO):
+        seen = list(track(batches, total=10, desc="encode test", bar=True, size=len, log_every_s=0.0))
+    assert seen == batches
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode test")]
+    assert lines[0].startswith("encode test: 4/10 images (40%)") and ", eta " in lines[0]
+    assert lines[1].startswith("encode test: 8/10 images (80%)")
+    assert lines[-1].startswith("encode test: 10 images in ") and len(lines) == 3
+    assert "encode test" in capsys.readouterr().err  # the console bar

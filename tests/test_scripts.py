@@ -30,4 +30,7 @@ def test_demo_runs_offline_and_prints_a_table(synthlesion_root: Path, tmp_path: 
     b2n = proc.stdout.split("## Base-to-novel: accuracy (%), K=16 — SynthLesion")[1]
     assert "| trainer      | base " in b2n and "| OGKD " in b2n and "| ZeroshotCLIP " in b2n
     assert (tmp_path / "demo" / "summary.csv").is_file()
+    report = (tmp_path / "demo" / "report.md").read_text(encoding="utf-8")  # --plots: figures embedded
+    assert "](figures/reliability_SynthLesion_K1.png)" in report
+    assert (tmp_path / "demo" / "figures" / "reliability_SynthLesion_K1.png").is_file()
 

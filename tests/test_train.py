@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,41 @@ def test_run_directory_contract(coop_run: Path) -> None:
     assert all((Path(split["train"][0][0]).suffix) for _ in [0]) and not Path(split["train"][0][0]).is_absolute()
 
 
+def test_run_saves_the_figures_data_consistent_with_metrics(coop_run: Path) -> None:
+    from engine.plotdata import PREDICTIONS_FILE, load_predictions
+
+    m = json.loads((coop_run / "metrics.json").read_text())
+    assert m["predictions"]["file"] == PREDICTIONS_FILE
+    p = load_predictions(coop_run / PREDICTIONS_FILE, m["predictions"]["sha256"])
+    n = m["num_samples"]
+    assert p.label.shape == p.pred.shape == p.confidence.shape == (n,)
+    assert 100 * float(np.mean(p.pred == p.label)) == pytest.approx(m["accuracy"])
+    assert p.confusion_matrix.sum() == n and np.trace(p.confusion_matrix) == int(np.sum(p.pred == p.label))
+    assert p.classnames == json.loads((coop_run / "fewshot_split.json").read_text())["classnames"]
+    assert p.ece == pytest.approx(m["ece"]) and p.bin_count.sum() == n and len(p.bin_edges) == 16
+    used = p.bin_count > 0  # each bin's accuracy and confidence are those of the images falling in it
+    k = np.clip(np.searchsorted(p.bin_edges[1:], p.confidence.astype(np.float64)), 0, 14)
+    for b in np.flatnonzero(used):
+        assert p.bin_accuracy[b] == pytest.approx(np.mean((p.pred == p.label)[k == b]))
+        assert p.bin_confidence[b] == pytest.approx(np.mean(p.confidence[k == b]), abs=1e-6)
+    with np.load(coop_run / PREDICTIONS_FILE, allow_pickle=False) as z:
+        assert all(z[key].dtype != object for key in z.files)
+
+
+def test_log_eta_and_tensorboard_test_scalars_and_hparams(coop_run: Path) -> None:
+    lines = [line for line in (coop_run / "log.txt").read_text().splitlines() if "epoch [" in line]
+    assert len(lines) == 2 and all(", eta " in line for line in lines) and lines[-1].endswith("eta 0:00:00)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(coop_run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/lr", "test/accuracy", "test/macro_f1", "test/ece", "hparam/accuracy"} <= scalars
+    m = json.loads((coop_run / "metrics.json").read_text())
+    assert events.Scalars("test/accuracy")[-1].value == pytest.approx(m["accuracy"], abs=1e-4)
+    assert events.PluginTagToContent("hparams")  # the run's hyper-parameters (HPARAMS tab)
+
+
 def test_checkpoint_holds_only_the_context(coop_run: Path) -> None:
     files = sorted(p.name for p in (coop_run / "prompt_learner").iterdir())
     assert files == ["checkpoint", "model.pth.tar-2"]  # the intermediate epoch-1 checkpoint is not kept
@@ -72,9 +108,11 @@ def test_same_seed_same_metrics_and_eval_only_reproduces(coop_run: Path, synth_r
     ev = tmp_path / "eval"
     assert run(synth_root, ev, "--eval-only", "--model-dir", str(coop_run)) == 0
     assert metrics(ev) == metrics(coop_run)
-    ev2 = tmp_path / "eval2"
-    assert run(synth_root, ev2, "--eval-only", "--model-dir", str(coop_run), "--load-epoch", "2") == 0
+    ev2 = tmp_path / "eval2"  # a config asking for 7 epochs: metrics.json says what the checkpoint was trained for
+    assert run(synth_root, ev2, "--eval-only", "--model-dir", str(coop_run), "--load-epoch", "2",
+               opts=[*FAST, "OPTIM.MAX_EPOCH", "7"]) == 0
     assert metrics(ev2)["accuracy"] == metrics(coop_run)["accuracy"]
+    assert metrics(ev2)["epochs"] == 2
     # a different seed draws a different few-shot set and gives a different context
     other = tmp_path / "seed2"
     assert run(synth_root, other, seed=2) == 0
@@ -154,7 +192,7 @@ def test_zeroshot_runs_without_training(synth_root: Path, tmp_path: Path) -> Non
     [
         (["--trainer", "CoOpp"], FAST, "Unknown trainer 'CoOpp'. Did you mean 'CoOp'"),
         ([], [*FAST, "OPTIM.MAXEPOCH", "3"], "Did you mean 'OPTIM.MAX_EPOCH'"),
-        ([], [*FAST, "DATASET.NAME", "SynthMedd"], "Unknown dataset 'SynthMedd'. Did you mean 'SynthMed'"),
+        ([], [*FAST, "DATASET.NAME", "SynthMedd"], "Unknown dataset 'SynthMedd': no catalogue row and no split file"),
         ([], [*FAST, "MODEL.BACKBONE.NAME", "tiny-biomedclp"], "tiny-biomedclip"),
     ],
 )

@@ -53,6 +53,7 @@ class ClipTrainer(TrainerBase):
         def compute() -> dict[str, torch.Tensor]:
             with torch.no_grad(), self.frozen_autocast():
                 feats, means = encode_prompt_bank(self.backbone, bank, classnames, n_prompts,
+                                                  progress=bool(self.cfg.VERBOSE),
                                                   **({"batch_size": size} if (size := self.encode_pass_size()) else {}))
             return {"feats": feats.float(), "means": means.float()}
 

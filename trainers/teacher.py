@@ -30,6 +30,7 @@ from torch import Tensor
 
 from clip_backbones import Backbone
 from engine.registry import suggest
+from engine.utils import track
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +290,7 @@ def encode_prompt_bank(
     n_prompts: int,
     *,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Encode the first ``n_prompts`` sentences of every class once, batched (SPEC §1.6, §2.1).
 
@@ -302,6 +304,7 @@ def encode_prompt_bank(
         classnames: C class names in label order; looked up exactly, else with "_" replaced by " ".
         n_prompts: T, sentences used per class (the first T, in order).
         batch_size: sentences per forward pass.
+        progress: show a progress bar over the sentences (a log line reports the time in any case).
     Returns:
         (Tensor[C, T, E] L2-normalised per-sentence features,
          Tensor[C, E] class means t̄_c = normalize(mean_i t_{c,i})), on the backbone's device.
@@ -323,7 +326,9 @@ def encode_prompt_bank(
     backbone.eval()
     try:
         chunks = []
-        for i in range(0, len(sentences), batch_size):
+        starts = range(0, len(sentences), batch_size)
+        for i in track(starts, total=len(sentences), desc="encode teacher bank", unit="sentences", bar=progress,
+                       size=lambda i: min(batch_size, len(sentences) - i), summary=False):
             chunk = tokens[order[i:i + batch_size]]
             chunks.append(backbone.encode_text_from_embeddings(backbone.token_embedding(chunk), chunk))
     finally:
