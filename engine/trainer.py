@@ -47,8 +47,8 @@ from engine.config import flat_items
 from engine.data import DataManager, Datum, read_image
 from engine.evaluation import Classification
 from engine.optim import build_lr_scheduler, build_optimizer
-from engine.provenance import ALWAYS_REFUSED, describe_mismatches, make_provenance, provenance_mismatches
 from engine.plotdata import PREDICTIONS_FILE, save_predictions
+from engine.provenance import ALWAYS_REFUSED, describe_mismatches, make_provenance, provenance_mismatches
 from engine.registry import TRAINER_REGISTRY
 from engine.results import write_metrics
 from engine.utils import (

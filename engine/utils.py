@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import datetime
+import errno
 import hashlib
 import json
 import logging
