@@ -182,7 +182,7 @@ def test_eval_only_of_a_cached_run_reproduces_it(synth_root: Path, tmp_path: Pat
     out = tmp_path / "eval"
     argv = ["--root", str(synth_root), "--seed", "1", "--trainer", "OGKD", "--output-dir", str(out),
             "--dataset-config-file", "configs/datasets/synthmed.yaml", "--config-file", config_file("OGKD"),
-            "--eval-only", "--model-dir", str(tmp_path / "run"), *TINY]
+            "--eval-only", "--model-dir", str(tmp_path / "run"), *TINY, *EXTRA["OGKD"]]  # the run's settings
     assert train.main(argv) == 0
     again = json.loads((out / "metrics.json").read_text())
     assert (again["accuracy"], again["macro_f1"], again["ece"]) == (m["accuracy"], m["macro_f1"], m["ece"])
