@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from yacs.config import CfgNode
 
@@ -97,15 +98,17 @@ def _warn_released_backbone_label(path: str) -> None:
                        path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = None) -> int:
+    """Run train.py with ``argv`` (default: the command line). ``backbones``: a cache of built backbones that
+    consecutive calls in one process share (the grid runner's workers); None builds the run's own."""
     args = build_parser().parse_args(argv)
+    import datasets  # noqa: F401  (registration belongs to the entry point: every dataset,
+    import trainers  # noqa: F401  every trainer and its config node)
     from engine.config import ConfigError, changed_unused_keys
     from engine.registry import TRAINER_REGISTRY, RegistryError
     from engine.utils import resolve_seed, setup_logger
 
     if args.list_trainers:
-        import trainers  # noqa: F401
-
         print("\n".join(TRAINER_REGISTRY.registered_names()))
         return 0
     setup_logger(None)
@@ -122,13 +125,32 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.OUTPUT_DIR)
     setup_logger(str(out))
     logger.info("=" * 30 + " %s " + "=" * 30, time.strftime("%Y-%m-%d %H:%M:%S"))
-    logger.info("command: %s", " ".join([sys.executable, *sys.argv]))
+    logger.info("command: %s", " ".join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])]))
     for key in changed_unused_keys(cfg):
         logger.warning("config key %s is accepted for Dassl compatibility but has no effect here", key)
-    return run(cfg, args)
+    return run(cfg, args, backbones)
 
 
-def run(cfg: CfgNode, args: argparse.Namespace) -> int:
+def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any, float]:
+    """(the run's backbone, seconds spent building it): from ``backbones`` if it holds this name on this device
+    (then 0 s), else built now (and kept there, replacing any other: one backbone in memory)."""
+    from clip_backbones import build_backbone
+    from engine.utils import select_device
+
+    device = select_device(cfg.USE_CUDA, announce=False)
+    key = (cfg.MODEL.BACKBONE.NAME, str(device))
+    if backbones is not None and key in backbones:
+        logger.info("backbone %s: reused (built earlier in this process)", key[0])
+        return backbones[key], 0.0
+    t0 = time.perf_counter()
+    backbone = build_backbone(cfg.MODEL.BACKBONE.NAME, device=device)
+    if backbones is not None:
+        backbones.clear()
+        backbones[key] = backbone
+    return backbone, time.perf_counter() - t0
+
+
+def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None = None) -> int:
     from clip_backbones import BackboneError
     from engine.config import ConfigError
     from engine.data import DatasetError, ImageReadError
@@ -140,7 +162,8 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
     try:
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)
-        trainer = build_trainer(cfg)
+        backbone, backbone_s = shared_backbone(cfg, backbones)
+        trainer = build_trainer(cfg, backbone, backbone_s=backbone_s)
         if args.eval_only:
             if args.model_dir:
                 trainer.load_model(args.model_dir, epoch=args.load_epoch)
