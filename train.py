@@ -100,7 +100,9 @@ def _warn_released_backbone_label(path: str) -> None:
 
 def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = None) -> int:
     """Run train.py with ``argv`` (default: the command line). ``backbones``: a cache of built backbones that
-    consecutive calls in one process share (the grid runner's workers); None builds the run's own."""
+    consecutive calls in one process share (the grid runner's workers; the run's timings then start at this call,
+    not at the process start); None builds the run's own."""
+    started = time.perf_counter() if backbones is not None else None
     args = build_parser().parse_args(argv)
     import datasets  # noqa: F401  (registration belongs to the entry point: every dataset,
     import trainers  # noqa: F401  every trainer and its config node)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = No
     logger.info("command: %s", " ".join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])]))
     for key in changed_unused_keys(cfg):
         logger.warning("config key %s is accepted for Dassl compatibility but has no effect here", key)
-    return run(cfg, args, backbones)
+    return run(cfg, args, backbones, started)
 
 
 def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any, float]:
@@ -150,7 +152,8 @@ def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any
     return backbone, time.perf_counter() - t0
 
 
-def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None = None) -> int:
+def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None = None,
+        started: float | None = None) -> int:
     from clip_backbones import BackboneError
     from engine.config import ConfigError
     from engine.data import DatasetError, ImageReadError
@@ -163,7 +166,7 @@ def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)
         backbone, backbone_s = shared_backbone(cfg, backbones)
-        trainer = build_trainer(cfg, backbone, backbone_s=backbone_s)
+        trainer = build_trainer(cfg, backbone, backbone_s=backbone_s, started=started)
         if args.eval_only:
             if args.model_dir:
                 trainer.load_model(args.model_dir, epoch=args.load_epoch)
