@@ -271,19 +271,21 @@ def output_to(path: Path) -> Iterator[None]:
     """Send this process's stdout and stderr (file descriptors 1 and 2: Python, C, subprocesses) to ``path``."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(path, "w", encoding="utf-8") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    f = open(path, "w", encoding="utf-8", buffering=1)  # closed below
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    sys.stdout = sys.stderr = f  # also where sys.stdout / sys.stderr were replaced (pytest's capture, notebooks)
     try:
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        f.flush()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
+        f.close()
 
 
 def _forget_log_handlers() -> None:
