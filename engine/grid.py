@@ -196,6 +196,7 @@ def claim(run_dir: str | Path, owner: str, *, stale_after_s: float = DEFAULT_STA
     record = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
               "owner": owner, "time": time.time(), "token": token}
     text = json.dumps(record)
+    held: Any = None
     for _ in range(5):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -230,8 +231,18 @@ def _holder_alive(held: dict[str, Any], owner: str, age: float, stale_after_s: f
     if held.get("owner") == owner and owner.startswith("slurm:"):
         return False  # our own task before its requeue
     if held.get("host") == socket.gethostname():
-        return _pid_alive(int(held.get("pid", -1)), held.get("proc_start"))
+        pid = held.get("pid")
+        return isinstance(pid, int) and pid > 0 and _pid_alive(pid, held.get("proc_start"))
     return age < stale_after_s
+
+
+def _remove_lock_of(run_dir: Path, pid: int) -> None:
+    """Remove ``run_dir``'s lock if process ``pid`` of this host (a worker that died) holds it."""
+    path = run_dir / LOCK_NAME
+    with contextlib.suppress(OSError, ValueError):
+        held = json.loads(path.read_text())
+        if held.get("pid") == pid and held.get("host") == socket.gethostname():
+            path.unlink()
 
 
 def _take_over(path: Path, seen: bytes, text: str) -> bool:
@@ -527,6 +538,8 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
                 for wid in [w for w in busy if not procs[w].is_alive()]:  # a worker died (killed, out of memory)
                     job, n = busy.pop(wid)
                     code = procs[wid].exitcode
+                    if n < len(job.cells):  # its lock: a later claim would take it over; tidy it now
+                        _remove_lock_of(Path(job.cells[n].out), procs[wid].pid)
                     for i, cell in enumerate(job.cells[n:]):
                         why = f"its worker died (exit code {code})" if i == 0 else "its worker died"
                         progress.end(cell, {"status": "failed" if i == 0 else "skipped", "seconds": 0.0,

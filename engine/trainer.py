@@ -115,7 +115,8 @@ class TrainerBase:
         ``started``: the ``time.perf_counter()`` at which this run began (default: the process start)."""
         age = process_age_s() if started is None else time.perf_counter() - started
         self._origin = time.perf_counter() - age if age is not None else None
-        self.timings: dict[str, float] = {"process_start_s": round(age, 3)} if age is not None else {}
+        # start → this trainer, less the backbone built just before it (reported as backbone_s)
+        self.timings: dict[str, float] = {"process_start_s": round(age - backbone_s, 3)} if age is not None else {}
         self.counts: dict[str, int] = {}  # training steps run and images encoded ahead (metrics.json "counts")
         self.cfg = cfg
         self.output_dir = Path(cfg.OUTPUT_DIR)

@@ -250,3 +250,38 @@ def test_slurm_array_through_submitit_local_requeued_mid_cell_resumes(synth_root
     assert "resumed from" in log and log.count("command:") == 2
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
     assert not (run / LOCK_NAME).exists()
+
+
+def fake_jobs(root: Path, spec: dict[str, list[str]]) -> list[Job]:
+    """Jobs of fake cells: {job: [cell flags, …]} (a flag "" is a plain cell)."""
+    return [Job(tuple(Cell(f"{j}/{i}", str(root / j / str(i)), ("--output-dir", str(root / j / str(i)),
+                                                                  *flags.split()))
+                      for i, flags in enumerate(cells))) for j, cells in spec.items()]
+
+
+def test_local_workers_progress_failures_and_a_killed_worker(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from engine.grid import run_local
+
+    fn = "tests.grid_fake_cell:main"
+    jobs = fake_jobs(tmp_path, {"a": ["", ""], "b": ["--fail", ""], "c": ["--sleep 0.5"], "d": ["--die", ""],
+                                "e": [""]})
+    status = run_local(jobs, fn_spec=fn, workers=2, keep_going=True)
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "grid: 8 cells, 0 already complete, 8 to run on 2 worker(s)" in out
+    assert "[8/8]" in out + err and "ETA" in out
+    assert "FAILED b/0 (worker" in err and "    error: something went wrong" in err
+    assert "skip   b/1: it needs b/0, which failed" in err
+    assert "FAILED d/0" in err and "its worker died (exit code -9)" in err and "skip   d/1" in err
+    assert "runs: 4 done, 0 already complete, 2 failed, 2 skipped" in out
+    assert run_is_complete(tmp_path / "e" / "0") and not list(tmp_path.rglob(LOCK_NAME))
+    # a job's cells ran in one process, one after the other; the worker keeps its state between cells
+    assert "call 2 in process" in (tmp_path / "a" / "1" / "console.log").read_text()
+    # without --keep-going no new cell starts after the first failure; rerunning finishes only what is missing
+    jobs = fake_jobs(tmp_path / "again", {"a": ["--fail"], "b": [""], "c": [""]})
+    assert run_local(jobs, fn_spec=fn, workers=1) == 1
+    out, err = capsys.readouterr()
+    assert "stopping at the first failure" in err and "b/0" not in out + err
+    todo, complete = pending_jobs(fake_jobs(tmp_path / "again", {"a": [""], "b": [""], "c": [""]}), print)
+    assert complete == 0 and len(todo) == 3
+    assert run_local(todo, fn_spec=fn, workers=1) == 0
