@@ -431,7 +431,8 @@ class Progress:
         left = self.total - self.finished
         ran = self.counts["done"] + self.counts["failed"]
         eta = f", ETA {_fmt_s(elapsed / ran * left)}" if ran and left else ""
-        state = (f"running {len(self.running)}, failed {self.counts['failed']}, elapsed {_fmt_s(elapsed)}{eta}")
+        state = (f"done {self.counts['done']}, running {len(self.running)}, failed {self.counts['failed']}, "
+                 f"elapsed {_fmt_s(elapsed)}{eta}")
         head = f"[{self.finished}/{self.total}]"
         if status == "done":
             self.line(f"{head} done   {cell.label}: {res['detail']} ({res['seconds']:.0f} s, worker {worker}) "
