@@ -10,10 +10,8 @@ A worker process builds the backbone once and runs cell after cell on it, throug
 ``main(argv, backbones=cache)`` (``train:main``); each cell writes the run directory a standalone ``train.py``
 writes, and its console output goes to the run directory's ``console.log``.
 
-Cells are claimed with a lock file in their run directory (:data:`LOCK_NAME`: host, pid, process start, owner,
-time), created atomically: two grid commands on one output folder never run a cell twice. A lock whose process is
-gone (same host) or whose heartbeat is older than ``stale_after_s`` (another host), or that a requeued SLURM task
-left itself, is taken over; any other lock makes the cell be skipped with a line naming its holder.
+Cells are claimed with a lock file in their run directory (:mod:`engine.locks`), so two grid commands on one output
+folder never run a cell twice; a live lock of someone else makes the cell be skipped with a line naming its holder.
 
 The engine stays independent of its plugins: the cell function is named as ``module:function`` and imported in
 the worker.
@@ -36,19 +34,17 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.locks import DEFAULT_STALE_AFTER_S, CellLock, claim, describe_holder, remove_lock_of
+
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "grid.lock"
-#: a lock from another host whose heartbeat is older than this is taken to be dead (seconds)
-DEFAULT_STALE_AFTER_S = 600.0
-HEARTBEAT_S = 30.0
 #: how many lines of a failed cell's console.log are shown
 TAIL_LINES = 15
 
@@ -134,139 +130,6 @@ def check_output_root(root: str | Path) -> None:
         raise GridError(f"OUTPUT_ROOT {root} is not writable ({e.strerror or e}): choose another folder") from None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Locks
-# ----------------------------------------------------------------------------------------------------------------
-def _proc_start(pid: int) -> str | None:
-    """The start time (clock ticks since boot) of process ``pid``, to tell it from a later process with its pid."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _pid_alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's live process
-    now = _proc_start(pid)
-    return start is None or now is None or now == start
-
-
-def describe_holder(record: dict[str, Any]) -> str:
-    since = datetime.datetime.fromtimestamp(float(record.get("time", 0))).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{record.get('host', '?')} pid {record.get('pid', '?')} ({record.get('owner', '?')}) since {since}"
-
-
-@dataclasses.dataclass
-class CellLock:
-    """A held lock (release it with :meth:`release`); a thread refreshes its time stamp (the heartbeat)."""
-
-    path: Path
-    token: str
-    _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-    def start_heartbeat(self, every_s: float = HEARTBEAT_S) -> None:
-        def beat() -> None:
-            while not self._stop.wait(every_s):
-                with contextlib.suppress(OSError):
-                    os.utime(self.path)
-
-        threading.Thread(target=beat, daemon=True, name=f"heartbeat {self.path.parent.name}").start()
-
-    def release(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.path.read_text()).get("token") == self.token:
-                self.path.unlink()
-
-
-def claim(run_dir: str | Path, owner: str, *, stale_after_s: float = DEFAULT_STALE_AFTER_S
-          ) -> CellLock | dict[str, Any]:
-    """Claim ``run_dir`` for this process: a :class:`CellLock`, or the record of the live holder of its lock.
-
-    ``owner`` names the claimant across restarts (a requeued SLURM task has the same owner and takes its own lock
-    back at once)."""
-    path = Path(run_dir) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
-              "owner": owner, "time": time.time(), "token": token}
-    text = json.dumps(record)
-    held: Any = None
-    for _ in range(5):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                raw = path.read_bytes()
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            try:
-                held = json.loads(raw)
-            except ValueError:
-                held = None
-            if held is None:  # being written right now, or left half-written long ago
-                if age < 10:
-                    time.sleep(0.2)
-                    continue
-            elif _holder_alive(held, owner, age, stale_after_s):
-                return held
-            if _take_over(path, raw, text):
-                logger.info("took over the stale lock of %s (%s)", run_dir,
-                            describe_holder(held) if held else "unreadable")
-                return CellLock(path, token)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return CellLock(path, token)
-    return held if isinstance(held, dict) else {"host": "?", "pid": "?", "owner": "unreadable lock", "time": 0}
-
-
-def _holder_alive(held: dict[str, Any], owner: str, age: float, stale_after_s: float) -> bool:
-    if held.get("owner") == owner and owner.startswith("slurm:"):
-        return False  # our own task before its requeue
-    if held.get("host") == socket.gethostname():
-        pid = held.get("pid")
-        return isinstance(pid, int) and pid > 0 and _pid_alive(pid, held.get("proc_start"))
-    return age < stale_after_s
-
-
-def _remove_lock_of(run_dir: Path, pid: int) -> None:
-    """Remove ``run_dir``'s lock if process ``pid`` of this host (a worker that died) holds it."""
-    path = run_dir / LOCK_NAME
-    with contextlib.suppress(OSError, ValueError):
-        held = json.loads(path.read_text())
-        if held.get("pid") == pid and held.get("host") == socket.gethostname():
-            path.unlink()
-
-
-def _take_over(path: Path, seen: bytes, text: str) -> bool:
-    """Replace the stale lock ``path`` (still holding ``seen``) by ours; one claimant at a time (a guard file)."""
-    guard = path.with_name(LOCK_NAME + ".takeover")
-    try:
-        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        with contextlib.suppress(OSError):
-            if time.time() - guard.stat().st_mtime > 60:  # a claimant died while taking over
-                guard.unlink()
-        return False
-    try:
-        if path.read_bytes() != seen:
-            return False
-        tmp = path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        guard.unlink(missing_ok=True)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Running cells in one process
@@ -333,7 +196,7 @@ def run_cell(cell: Cell, fn: Callable[..., int], cache: dict[Any, Any], owner: s
         if on_start is not None:
             on_start()
         console = Path(cell.out) / "console.log"
-        with output_to(console):
+        with output_to(console), warnings.catch_warnings():  # (re-arms "once" warnings: each log gets its own)
             try:
                 rc = fn(list(cell.argv), backbones=cache)
             except Exception:  # noqa: BLE001 - a crash is this cell's failure, not the worker's
@@ -417,7 +280,9 @@ class Progress:
         return sum(self.counts.values())
 
     def line(self, text: str, *, err: bool = False) -> None:
-        print(text, file=self.err if err else self.out, flush=True)
+        stream = self.err if err else self.out
+        stream.write(text + "\n")
+        stream.flush()
 
     def start(self, cell: Cell, worker: str) -> None:
         self.running.add(cell.out)
@@ -540,7 +405,7 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
                     job, n = busy.pop(wid)
                     code = procs[wid].exitcode
                     if n < len(job.cells):  # its lock: a later claim would take it over; tidy it now
-                        _remove_lock_of(Path(job.cells[n].out), procs[wid].pid)
+                        remove_lock_of(Path(job.cells[n].out), procs[wid].pid)
                     for i, cell in enumerate(job.cells[n:]):
                         why = f"its worker died (exit code {code})" if i == 0 else "its worker died"
                         progress.end(cell, {"status": "failed" if i == 0 else "skipped", "seconds": 0.0,
@@ -655,13 +520,14 @@ class SlurmTask:
         cache: dict[Any, Any] = {}
         out = []
 
-        def report(kind: str, cell: Cell, res: dict[str, Any] | None) -> None:
+        def report(kind: str, cell: Cell, res: dict[str, Any] | None) -> None:  # into the task's log
             if kind == "start":
-                print(f"run    {cell.label}", flush=True)
+                sys.stdout.write(f"run    {cell.label}\n")
             else:
-                print(f"{res['status']:<6} {cell.label} {res['detail'] if res['status'] != 'failed' else ''}",
-                      flush=True)
+                detail = res["detail"] if res["status"] != "failed" else "(see its console.log)"
+                sys.stdout.write(f"{res['status']:<6} {cell.label} {detail}\n")
                 out.append({"label": cell.label, "out": cell.out, **res})
+            sys.stdout.flush()
 
         for job in self.jobs:
             run_job(job, fn, cache, owner, stale_after_s=self.stale_after_s, report=report)

@@ -16,19 +16,17 @@ import pytest
 import torch
 
 from engine.grid import (
-    LOCK_NAME,
     Cell,
-    CellLock,
     GridError,
     Job,
     SlurmOptions,
-    claim,
     pending_jobs,
     read_cells,
     run_is_complete,
     run_job,
     submitit_executor,
 )
+from engine.locks import LOCK_NAME, CellLock, claim
 from engine.trainer import COST_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
