@@ -142,6 +142,9 @@ class TrainerBase:
         on = {p.device for p in backbone.parameters()}
         if on and on != {self.device} and not (self.device.type == "cuda" and {d.type for d in on} == {"cuda"}):
             raise ValueError(f"the backbone is on {sorted(map(str, on))}, the run on {self.device}")
+        if any(p.requires_grad for p in backbone.parameters()):
+            raise ValueError("the backbone given to the trainer has trainable parameters: backbones are frozen "
+                             "(clip_backbones.build_backbone), and a shared one must stay so")
         t0 = time.perf_counter()
         self.backbone = backbone.eval()  # a shared backbone starts every run in eval mode, as a fresh one does
         t1 = time.perf_counter()

@@ -283,3 +283,22 @@ def test_local_workers_progress_failures_and_a_killed_worker(tmp_path: Path, cap
     todo, complete = pending_jobs(fake_jobs(tmp_path / "again", {"a": [""], "b": [""], "c": [""]}), print)
     assert complete == 0 and len(todo) == 3
     assert run_local(todo, fn_spec=fn, workers=1) == 0
+
+
+def test_ctrl_c_stops_the_workers_and_loses_only_the_cell_in_flight(tmp_path: Path) -> None:
+    jobs = fake_jobs(tmp_path, {"a": [""], "b": ["--sleep 60"], "c": [""]})
+    cells = tmp_path / "cells.tsv"
+    cells.write_text("".join("\t".join([j.cells[0].label, j.cells[0].label, j.cells[0].out, *j.cells[0].argv]) + "\n"
+                             for j in jobs))
+    code = ("import sys; from engine.grid import read_cells, run_local; "
+            f"sys.exit(run_local(read_cells({str(cells)!r}), fn_spec='tests.grid_fake_cell:main', workers=1))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:  # wait until the long cell runs
+        if line.startswith("run    b/0"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: stopping the workers" in err, out + err
+    assert run_is_complete(tmp_path / "a" / "0") and not (tmp_path / "b" / "0" / "metrics.json").exists()
+    assert not list(tmp_path.rglob(LOCK_NAME)) and not (tmp_path / "c" / "0").exists()
