@@ -84,6 +84,11 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def _closing(obj: Any) -> contextlib.AbstractContextManager:
+    """Close ``obj`` (if not None) when the block ends, however it ends."""
+    return contextlib.closing(obj) if obj is not None else contextlib.nullcontext()
+
+
 def items_digest(items: Sequence[Datum]) -> str:
     """SHA-256 over the image files of ``items`` (path, size, modification time), in order."""
     h = hashlib.sha256()
@@ -475,16 +480,12 @@ class TrainerBase:
         n_batches = len(self.dm.train_loader_x)
         total = (self.max_epoch - self.start_epoch) * n_batches
         writer = self._tensorboard()
-        try:
-            with tqdm(total=total, desc=f"{self.cfg.TRAINER.NAME}", unit="it", dynamic_ncols=True,
-                      disable=not self.cfg.VERBOSE) as bar:
-                for epoch in range(self.start_epoch, self.max_epoch):
-                    self.epoch = epoch
-                    self.run_epoch(bar, writer)
-                    self.after_epoch()
-        finally:  # also on an error: a long-lived process (the grid runner) must not keep the writer open
-            if writer is not None:
-                writer.close()
+        with tqdm(total=total, desc=f"{self.cfg.TRAINER.NAME}", unit="it", dynamic_ncols=True,
+                  disable=not self.cfg.VERBOSE) as bar, _closing(writer):  # closed on errors too (grid workers)
+            for epoch in range(self.start_epoch, self.max_epoch):
+                self.epoch = epoch
+                self.run_epoch(bar, writer)
+                self.after_epoch()
         logger.info("Finish training (%s)", datetime.timedelta(seconds=round(time.perf_counter() - t0)))
         self.after_train()
         return self._final_test(t0)
