@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from yacs.config import CfgNode
 
@@ -141,7 +142,11 @@ def report_error(message: str, exc: BaseException, *, debug: bool) -> None:
     logger.error("traceback of the error above:", exc_info=exc, extra={"file_only": not debug})
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = None) -> int:
+    """Run train.py with ``argv`` (default: the command line). ``backbones``: a cache of built backbones that
+    consecutive calls in one process share (the grid runner's workers; the run's timings then start at this call,
+    not at the process start); None builds the run's own."""
+    started = time.perf_counter() if backbones is not None else None
     args = build_parser().parse_args(argv)
     listings = [kind for kind in ("trainers", "backbones", "datasets") if getattr(args, f"list_{kind}")]
     if listings:  # a static table kept equal to the registries by tests: no torch import, instant
@@ -149,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n\n".join(listing(kind) for kind in listings))
         return 0
+    import datasets  # noqa: F401  (registration belongs to the entry point: every dataset,
+    import trainers  # noqa: F401  every trainer and its config node)
     from engine.config import ConfigError, changed_unused_keys
     from engine.registry import TRAINER_REGISTRY, RegistryError
     from engine.utils import resolve_seed, setup_logger
+
     setup_logger(None)
     try:
         cfg = setup_cfg(args)
@@ -170,13 +178,33 @@ def main(argv: list[str] | None = None) -> int:
         report_error(f"cannot write the run directory {out}: {os_error_line(e)}", e, debug=args.debug)
         return 1
     logger.info("=" * 30 + " %s " + "=" * 30, time.strftime("%Y-%m-%d %H:%M:%S"))
-    logger.info("command: %s", " ".join([sys.executable, *sys.argv]))
+    logger.info("command: %s", " ".join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])]))
     for key in changed_unused_keys(cfg):
         logger.warning("config key %s is accepted for Dassl compatibility but has no effect here", key)
-    return run(cfg, args)
+    return run(cfg, args, backbones, started)
 
 
-def run(cfg: CfgNode, args: argparse.Namespace) -> int:
+def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any, float]:
+    """(the run's backbone, seconds spent building it): from ``backbones`` if it holds this name on this device
+    (then 0 s), else built now (and kept there, replacing any other: one backbone in memory)."""
+    from clip_backbones import build_backbone
+    from engine.utils import select_device
+
+    device = select_device(cfg.USE_CUDA, announce=False)
+    key = (cfg.MODEL.BACKBONE.NAME, str(device))
+    if backbones is not None and key in backbones:
+        logger.info("backbone %s: reused (built earlier in this process)", key[0])
+        return backbones[key], 0.0
+    t0 = time.perf_counter()
+    backbone = build_backbone(cfg.MODEL.BACKBONE.NAME, device=device)
+    if backbones is not None:
+        backbones.clear()
+        backbones[key] = backbone
+    return backbone, time.perf_counter() - t0
+
+
+def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None = None,
+        started: float | None = None) -> int:
     from clip_backbones import BackboneError
     from engine.config import ConfigError
     from engine.data import DatasetError, ImageReadError
@@ -192,7 +220,8 @@ def run(cfg: CfgNode, args: argparse.Namespace) -> int:
         check_dataset(cfg)  # an unknown dataset fails here, before the backbone is built
         set_random_seed(cfg.SEED)
         set_deterministic(cfg.DETERMINISTIC)
-        trainer = build_trainer(cfg)
+        backbone, backbone_s = shared_backbone(cfg, backbones)
+        trainer = build_trainer(cfg, backbone, backbone_s=backbone_s, started=started)
         if args.eval_only:
             if args.model_dir:
                 trainer.load_model(args.model_dir, epoch=args.load_epoch, allow_mismatch=args.allow_mismatch)

@@ -210,9 +210,8 @@ def register_trainer_cfg(node_name: str) -> Callable[[Callable[[CN], None]], Cal
 
 
 def get_cfg_default() -> CN:
-    """Return a fresh copy of the full default config, with every registered trainer's ``TRAINER.<NAME>`` node."""
-    import trainers  # noqa: F401  (registers every trainer and its config node)
-
+    """Return a fresh copy of the full default config, with the ``TRAINER.<NAME>`` node of every trainer registered
+    so far (entry points import ``trainers`` first, which registers them all)."""
     cfg = _base_defaults()
     for _, hook in sorted(_TRAINER_CFG_HOOKS.items()):
         hook(cfg)

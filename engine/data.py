@@ -178,9 +178,8 @@ class DatasetBase:
 
 def build_dataset(cfg: CfgNode) -> DatasetBase:
     """Build ``cfg.DATASET.NAME`` from the dataset registry, with few-shot sampling and base/new subsampling
-    applied (``DATASET.NUM_SHOTS``, ``SEED``, ``DATASET.SUBSAMPLE_CLASSES``)."""
-    import datasets  # noqa: F401  (registers every catalogue row)
-
+    applied (``DATASET.NUM_SHOTS``, ``SEED``, ``DATASET.SUBSAMPLE_CLASSES``). The entry point registers the datasets
+    (``import datasets``)."""
     if not cfg.DATASET.NAME:
         raise DatasetError("DATASET.NAME is empty: pass --dataset-config-file configs/datasets/<name>.yaml")
     dataset: DatasetBase = DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)

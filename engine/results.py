@@ -79,15 +79,12 @@ def read_metrics(path: str | Path, *, require_accuracy: bool = True) -> dict[str
 
 
 def run_is_complete(run_dir: str | Path) -> bool:
-    """True when ``run_dir/metrics.json`` exists and :func:`read_metrics` accepts it (a missing file: False,
-    silently; a bad one: False, with a warning naming it)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return False
+    """True when ``run_dir/metrics.json`` exists and :func:`read_metrics` accepts it: the one "is this run
+    complete" check (the grid runner's skip-if-complete). Callers that act on a bad file call :func:`read_metrics`
+    for the reason."""
     try:
-        read_metrics(path)
-    except MetricsError as e:
-        logger.warning("not a complete run: %s", e)
+        read_metrics(Path(run_dir) / METRICS_FILE)
+    except MetricsError:
         return False
     return True
 

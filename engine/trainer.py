@@ -89,6 +89,11 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def _closing(obj: Any) -> contextlib.AbstractContextManager:
+    """Close ``obj`` (if not None) when the block ends, however it ends."""
+    return contextlib.closing(obj) if obj is not None else contextlib.nullcontext()
+
+
 def items_digest(items: Sequence[Datum]) -> str:
     """SHA-256 over the image files of ``items`` (path, size, modification time), in order."""
     h = hashlib.sha256()
@@ -113,9 +118,15 @@ class TrainerBase:
     #: training steps accept pre-encoded frozen features (``batch["frozen"]``, see :meth:`encode_frozen`)
     batched_train_features: bool = False
 
-    def __init__(self, cfg: CfgNode) -> None:
-        age = process_age_s()
-        self.timings: dict[str, float] = {"process_start_s": round(age, 3)} if age is not None else {}
+    def __init__(self, cfg: CfgNode, backbone: Any, *, backbone_s: float = 0.0, started: float | None = None) -> None:
+        """``backbone``: the frozen backbone the method builds on (``clip_backbones.build_backbone``), on the device
+        ``cfg.USE_CUDA`` selects; it may be shared by consecutive runs (the grid runner), so a method never changes
+        it beyond the modes it sets itself. ``backbone_s``: what building it cost this run (0 when reused).
+        ``started``: the ``time.perf_counter()`` at which this run began (default: the process start)."""
+        age = process_age_s() if started is None else time.perf_counter() - started
+        self._origin = time.perf_counter() - age if age is not None else None
+        # start → this trainer, less the backbone built just before it (reported as backbone_s)
+        self.timings: dict[str, float] = {"process_start_s": round(age - backbone_s, 3)} if age is not None else {}
         self.counts: dict[str, int] = {}  # training steps run and images encoded ahead (metrics.json "counts")
         self.cfg = cfg
         self.output_dir = Path(cfg.OUTPUT_DIR)
@@ -141,8 +152,18 @@ class TrainerBase:
         self._writer: Any = None  # the open tensorboard SummaryWriter (training, final test), else None
         self._epoch_times: list[float] = []  # durations of the epochs run in this process (the log's ETA)
 
+        name = getattr(backbone, "name", None)
+        if name != cfg.MODEL.BACKBONE.NAME:
+            raise ValueError(f"the backbone given to the trainer is {name!r}, the config asks for "
+                             f"MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME!r}")
+        on = {p.device for p in backbone.parameters()}
+        if on and on != {self.device} and not (self.device.type == "cuda" and {d.type for d in on} == {"cuda"}):
+            raise ValueError(f"the backbone is on {sorted(map(str, on))}, the run on {self.device}")
+        if any(p.requires_grad for p in backbone.parameters()):
+            raise ValueError("the backbone given to the trainer has trainable parameters: backbones are frozen "
+                             "(clip_backbones.build_backbone), and a shared one must stay so")
         t0 = time.perf_counter()
-        self.backbone = self.build_backbone()
+        self.backbone = backbone.eval()  # a shared backbone starts every run in eval mode, as a fresh one does
         t1 = time.perf_counter()
         self.dm = DataManager(cfg, self.backbone)
         logger.info(self.dm.summary())
@@ -152,7 +173,7 @@ class TrainerBase:
         self.build_model()
         self.evaluator = Classification(self.classnames, per_class_result=cfg.TEST.PER_CLASS_RESULT)
         self.startup_time_s = time.perf_counter() - t0
-        self.timings.update(backbone_s=t1 - t0, data_s=t2 - t1, model_s=time.perf_counter() - t2)
+        self.timings.update(backbone_s=backbone_s + t1 - t0, data_s=t2 - t1, model_s=time.perf_counter() - t2)
         logger.info("start-up (backbone + data + model): %.2f s", self.startup_time_s)
         if self.frozen_image_tower:
             logger.info(self.cache.describe())
@@ -175,11 +196,6 @@ class TrainerBase:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for methods
-    def build_backbone(self) -> Any:
-        from clip_backbones import build_backbone
-
-        return build_backbone(self.cfg.MODEL.BACKBONE.NAME, device=self.device)
-
     def _precision(self) -> str:
         node = self.cfg.TRAINER.get(self.cfg_node) if self.cfg_node else None
         prec = str(node.get("PREC", "fp32")) if node is not None else "fp32"
@@ -521,15 +537,14 @@ class TrainerBase:
             return self._final_test(t0)
         self.start_epoch = self.resume_if_possible(resume_dir)
         self.before_train()
-        age = process_age_s()
-        if age is not None:
-            self.timings["to_training_s"] = age  # process start → the first epoch begins
+        if self._origin is not None:
+            self.timings["to_training_s"] = time.perf_counter() - self._origin  # start → the first epoch begins
         self._best_val = -1.0
         n_batches = len(self.dm.train_loader_x)
         total = (self.max_epoch - self.start_epoch) * n_batches
         writer = self._tensorboard()
         with tqdm(total=total, desc=f"{self.cfg.TRAINER.NAME}", unit="it", dynamic_ncols=True,
-                  disable=not self.cfg.VERBOSE) as bar:
+                  disable=not self.cfg.VERBOSE) as bar, _closing(writer):  # closed on errors too (grid workers)
             for epoch in range(self.start_epoch, self.max_epoch):
                 self.epoch = epoch
                 self.run_epoch(bar, writer)
@@ -856,8 +871,8 @@ def _checkpoint_path(folder: Path, epoch: int | None, *, prefer_best: bool) -> P
     return path
 
 
-def build_trainer(cfg: CfgNode) -> TrainerBase:
-    """Instantiate the trainer named ``cfg.TRAINER.NAME`` from the registry."""
-    import trainers  # noqa: F401  (registers every trainer)
-
-    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)
+def build_trainer(cfg: CfgNode, backbone: Any, **kwargs: Any) -> TrainerBase:
+    """Instantiate the trainer named ``cfg.TRAINER.NAME`` from the registry on ``backbone`` (keyword arguments: see
+    :class:`TrainerBase`). The entry point registers the trainers (``import trainers``) and builds the backbone;
+    ``trainers.build_trainer(cfg)`` does both."""
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg, backbone, **kwargs)

@@ -139,25 +139,27 @@ def set_random_seed(seed: int) -> None:
 
 
 def set_deterministic(enabled: bool) -> None:
-    """Deterministic algorithms (cuDNN, cuBLAS workspace) when ``enabled``."""
+    """Deterministic algorithms (cuDNN, cuBLAS workspace) when ``enabled``; torch's defaults otherwise (so a process
+    that runs several runs, the grid runner, does not carry one run's setting into the next)."""
+    torch.backends.cudnn.deterministic = bool(enabled)
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(bool(enabled), warn_only=bool(enabled))
     if not enabled:
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
     logger.info("deterministic mode: torch deterministic algorithms on, cuDNN benchmark off")
 
 
-def select_device(use_cuda: bool) -> torch.device:
-    """CUDA when asked for and available; otherwise CPU, announced in the log."""
+def select_device(use_cuda: bool, *, announce: bool = True) -> torch.device:
+    """CUDA when asked for and available; otherwise CPU, announced in the log (unless ``announce`` is False)."""
     if use_cuda and torch.cuda.is_available():
         device = torch.device("cuda")
-        logger.info("device: %s (%s)", device, torch.cuda.get_device_name(0))
+        if announce:
+            logger.info("device: %s (%s)", device, torch.cuda.get_device_name(0))
         return device
-    if use_cuda:
+    if announce and use_cuda:
         logger.warning("CUDA is not available: running on the CPU (set USE_CUDA False to silence this)")
-    else:
+    elif announce:
         logger.info("device: cpu (USE_CUDA False)")
     return torch.device("cpu")
 

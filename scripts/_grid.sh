@@ -9,20 +9,20 @@ SEEDS=${SEEDS:-"1 2 3"}
 BACKBONE=${BACKBONE:-BiomedCLIP}
 EXTRA=${EXTRA:-}
 KEEP_GOING=0
+WAIT=0
 DATASETS=()
-FAILED=()
-N_DONE=0
-N_SKIPPED=0
+CELLS=""
 
 grid_usage() {
   sed -n '2,/^set /p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-grid_parse_args() {  # --datasets a b … [--keep-going]
+grid_parse_args() {  # --datasets a b … [--keep-going] [--wait]
   while [ $# -gt 0 ]; do
     case "$1" in
       --datasets) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do DATASETS+=("$1"); shift; done ;;
       --keep-going) KEEP_GOING=1; shift ;;
+      --wait) WAIT=1; shift ;;
       -h|--help) grid_usage; exit 0 ;;
       *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -57,52 +57,31 @@ grid_trainer_config() {  # trainer protocol dataset → the trainer YAML
   fi
 }
 
-# grid_run LABEL OUT_DIR FLAGS… [KEY VALUE…] — run train.py unless OUT_DIR/metrics.json exists (complete runs are skipped;
-# anything else is resumed by train.py from its checkpoints, or started from scratch).
-grid_run() {
-  local label=$1 out=$2; shift 2
-  if [ -f "$out/metrics.json" ]; then
-    local why
-    if why=$(grid_metrics_ok "$out/metrics.json" 2>&1); then
-      N_SKIPPED=$((N_SKIPPED + 1)); echo "skip   $label (done)"; return 0
-    fi
-    # an unreadable, truncated or damaged result is not a finished run: keep it aside and redo (resumes from checkpoints)
-    mv -f "$out/metrics.json" "$out/metrics.json.bad"
-    echo "redo   $label: its metrics.json was unreadable (kept as metrics.json.bad): ${why#error: }"
-  fi
-  mkdir -p "$out"
-  local start=$SECONDS extra=()
+# grid_add JOB LABEL OUT_DIR FLAGS… [KEY VALUE…] — add one train.py run (a cell) to the grid. Cells with the same JOB
+# key run in order in one process (a failure skips the rest of the job). grid_finish hands them to the grid runner,
+# which skips complete runs and resumes interrupted ones.
+grid_add() {
+  local job=$1 label=$2 out=$3; shift 3
+  local extra=()
   read -r -a extra <<< "$EXTRA"
-  echo "run    $label"
-  if "$PYTHON" train.py --root "$DATA_ROOT" --output-dir "$out" "$@" MODEL.BACKBONE.NAME "$BACKBONE" VERBOSE False \
-       "${extra[@]}" > "$out/console.log" 2>&1 && [ -f "$out/metrics.json" ]; then
-    N_DONE=$((N_DONE + 1))
-    echo "done   $label: $("$PYTHON" -c "import json,sys; m=json.load(open(sys.argv[1])); print(f\"accuracy {m['accuracy']:.2f}%\")" "$out/metrics.json") ($((SECONDS - start)) s)"
-    return 0
-  fi
-  FAILED+=("$label")
-  echo "FAILED $label — last lines of $out/console.log:" >&2
-  tail -n 15 "$out/console.log" | sed 's/^/    /' >&2
-  if [ "$KEEP_GOING" -eq 0 ]; then
-    echo "stopping at the first failure (use --keep-going to continue past failures)" >&2
-    exit 1
-  fi
-  return 1
+  [ -n "$CELLS" ] || { CELLS=$(mktemp "${TMPDIR:-/tmp}/grid-cells.XXXXXX"); trap 'rm -f "$CELLS"' EXIT; }
+  local IFS=$'\t'
+  printf '%s\n' "$job	$label	$out	$(printf '%s\t' --root "$DATA_ROOT" --output-dir "$out" "$@" \
+    MODEL.BACKBONE.NAME "$BACKBONE" VERBOSE False "${extra[@]}")" >> "$CELLS"
 }
 
-grid_metrics_ok() {  # metrics.json → status 0 if engine.results accepts it (JSON, checksum, finite accuracy)
-  "$PYTHON" -m engine.results "$1"
-}
-
-grid_finish() {  # $1 = protocol folder to summarise
-  echo
-  echo "runs: $N_DONE done, $N_SKIPPED already complete, ${#FAILED[@]} failed"
+grid_finish() {  # $1 = protocol folder to summarise — run the cells (scripts/grid_runner.py), then the tables
+  local status=0 flags=()
+  [ "$KEEP_GOING" -eq 1 ] && flags+=(--keep-going)
+  [ "$WAIT" -eq 1 ] && flags+=(--wait)
+  [ -n "$CELLS" ] || CELLS=/dev/null
+  "$PYTHON" scripts/grid_runner.py --cells "$CELLS" --output-root "$OUTPUT_ROOT" "${flags[@]}" || status=$?
+  [ "$status" -eq 2 ] && exit 2
+  if [ "${LAUNCHER:-local}" = slurm ] && [ "$WAIT" -eq 0 ]; then exit "$status"; fi
   if [ -d "$1" ]; then
+    echo
     # shellcheck disable=SC2086
     "$PYTHON" scripts/summarize.py "$1" --seeds $SEEDS || true
   fi
-  if [ ${#FAILED[@]} -gt 0 ]; then
-    printf 'failed: %s\n' "${FAILED[@]}" >&2
-    exit 1
-  fi
+  exit "$status"
 }

@@ -133,6 +133,7 @@ def unit_costs(cold: dict[str, Any], warm: dict[str, Any], step: dict[str, Any])
 def grid_runs() -> list[dict[str, Any]]:
     """Every run of the OGKD paper grid: (dataset, protocol, classes trained, train images, test images, epochs,
     batch size, whether it trains)."""
+    import trainers  # noqa: F401  (registers the trainers' config nodes)
     from datasets.catalogue import BENCHMARK
     from engine.config import get_cfg_default, merge_from_file
 

@@ -10,7 +10,8 @@
 #   2. scripts/benchmark.py on the full-size BiomedCLIP architecture (random weights), frozen towers in fp32,
 #      then in bf16 with the projected OGKD paper grid (JSON: bench_fp32.json, bench_bf16.json);
 #   3. a reduced OGKD grid (K = 1, 4, 16; seed 1; the config's 100 epochs) on synthetic images with BTMRI's test
-#      split size, on the same full-size model, timed per run (grid.log, summary in OUT_DIR/grid).
+#      split size, on the same full-size model, three grid-runner workers on GPU 0, timed per run (grid.log,
+#      summary in OUT_DIR/grid); then a GPUS entry that does not exist must be a one-line error.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-gpu_check_out}}
@@ -56,10 +57,13 @@ step "synthetic data with BTMRI's test size" data.log \
   "$PY" scripts/make_synthetic_data.py --dataset synthmed --root "$OUT_DIR/data" --n-train 16 --n-val 4 \
   --n-test "$n_test" --allow-new-data
 model="local-dir:$(realpath "$OUT_DIR/model/biomedclip-architecture")"
-step "reduced OGKD grid (K 1 4 16, seed 1, 100 epochs)" grid.log \
+step "reduced OGKD grid (K 1 4 16, seed 1, 100 epochs; 3 grid-runner workers on GPU 0)" grid.log \
   env DATA_ROOT="$OUT_DIR/data" OUTPUT_ROOT="$OUT_DIR/grid" BACKBONE="$model" TRAINERS=OGKD SHOTS="1 4 16" \
-  SEEDS=1 EXTRA="USE_CUDA True" bash scripts/run_fewshot.sh --datasets synthmed
-grep -E "^done|^runs:" "$OUT_DIR/grid.log" | tail -n 8
+  SEEDS=1 EXTRA="USE_CUDA True" GPUS=0 WORKERS_PER_GPU=3 bash scripts/run_fewshot.sh --datasets synthmed
+grep -E "\] done|\] FAILED|^runs:" "$OUT_DIR/grid.log" | tail -n 8
+step "GPUS naming a device that does not exist: one-line error" bad_gpus.log \
+  bash -c "GPUS='0 99' DATA_ROOT='$OUT_DIR/data' OUTPUT_ROOT='$OUT_DIR/grid_bad' SEEDS=1 SHOTS=1 \
+    bash scripts/run_fewshot.sh --datasets synthmed; test \$? -eq 2 && grep -q 'does not exist' '$OUT_DIR/bad_gpus.log'"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_check: ${#failed[@]} step(s) failed: ${failed[*]}"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Base-to-novel grid: train on the base classes (16 shots), evaluate the same checkpoint on the new classes.
 #
-#   bash scripts/run_base2novel.sh [--datasets btmri covid …] [--keep-going]
+#   bash scripts/run_base2novel.sh [--datasets btmri covid …] [--keep-going] [--wait]
 #
 # Datasets: lower-case names (default: the 10 base-to-novel datasets, i.e. without BUSI). Environment knobs:
 #   DATA_ROOT (data)  OUTPUT_ROOT (output)  TRAINERS ("OGKD")  SHOTS ("16")  SEEDS ("1 2 3")
 #   BACKBONE (BiomedCLIP)  EXTRA (extra KEY VALUE config pairs)  PYTHON (python)
+#   GPUS, WORKERS_PER_GPU, WORKERS, LAUNCHER, SLURM_* as in run_fewshot.sh (the new-class evaluation runs after its
+#   base run, in the same worker / array task)
 # Trainer config: configs/trainers/<T>/base_to_novel/<dataset>.yaml, else configs/trainers/<T>/base_to_novel.yaml.
 # Runs land in OUTPUT_ROOT/base_to_novel/<dataset>/<trainer>/shots<K>/seed<S>/{base,new}/ (new = evaluation-only
 # run of base's final checkpoint with DATASET.SUBSAMPLE_CLASSES new). Complete runs are skipped; the first failure
@@ -25,10 +27,10 @@ for ds in "${DATASETS[@]}"; do
       for s in $SEEDS; do
         run="$OUTPUT_ROOT/base_to_novel/$ds/$t/shots$k/seed$s"
         common=(--seed "$s" --trainer "$t" --dataset-config-file "configs/datasets/$ds.yaml" --config-file "$config")
-        grid_run "$ds $t shots$k seed$s base" "$run/base" "${common[@]}" \
-          DATASET.NUM_SHOTS "$k" DATASET.SUBSAMPLE_CLASSES base || continue
-        grid_run "$ds $t shots$k seed$s new" "$run/new" "${common[@]}" --eval-only --model-dir "$run/base" \
-          DATASET.NUM_SHOTS "$k" DATASET.SUBSAMPLE_CLASSES new || true
+        grid_add "$run" "$ds $t shots$k seed$s base" "$run/base" "${common[@]}" \
+          DATASET.NUM_SHOTS "$k" DATASET.SUBSAMPLE_CLASSES base
+        grid_add "$run" "$ds $t shots$k seed$s new" "$run/new" "${common[@]}" --eval-only --model-dir "$run/base" \
+          DATASET.NUM_SHOTS "$k" DATASET.SUBSAMPLE_CLASSES new
       done
     done
   done

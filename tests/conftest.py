@@ -25,6 +25,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# the engine registers nothing itself: like train.py, the test session registers every trainer and dataset
+import datasets  # noqa: E402,F401
+import trainers  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

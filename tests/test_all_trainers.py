@@ -13,7 +13,8 @@ import train
 import trainers  # noqa: F401  (registers every trainer)
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
 from engine.registry import TRAINER_REGISTRY
-from engine.trainer import TrainerBase, build_trainer
+from engine.trainer import TrainerBase
+from trainers import build_trainer
 
 BACKBONES = ("tiny-biomedclip", "tiny-clip")
 NAMES = TRAINER_REGISTRY.registered_names()

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import train
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import build_trainer
+from trainers import build_trainer
 from trainers.prograd import prograd_project, soft_cross_entropy
 from trainers.prompt_learner import PromptLearner, image_features, text_features
 

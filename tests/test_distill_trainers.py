@@ -10,7 +10,7 @@ import torch
 
 import train
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import build_trainer
+from trainers import build_trainer
 from trainers.geometry import class_graph, fold_novel
 from trainers.teacher import encode_prompt_bank
 

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 import train
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
 from engine.optim import lr_schedule
-from engine.trainer import build_trainer
+from trainers import build_trainer
 from trainers.clip_adapter import ClipAdapterHead
 from trainers.features import BestState
 from trainers.linear_probe import LinearProbe, search_c

@@ -19,7 +19,8 @@ import torch
 import train
 from engine.cache import FeatureCache, fingerprint_module
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import COST_KEYS, build_trainer
+from engine.trainer import COST_KEYS
+from trainers import build_trainer
 
 TINY = ["MODEL.BACKBONE.NAME", "tiny-biomedclip", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
         "DATASET.NUM_SHOTS", "3", "OPTIM.MAX_EPOCH", "2", "VERBOSE", "False"]

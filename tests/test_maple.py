@@ -16,7 +16,7 @@ import train
 from clip_backbones import build_backbone
 from clip_backbones.tiny import TINY_BACKBONES
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import build_trainer
+from trainers import build_trainer
 from trainers.maple import MultiModalPromptLearner
 
 FAMILIES = ["tiny-biomedclip", "tiny-clip"]

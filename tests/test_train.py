@@ -151,7 +151,7 @@ def test_resume_after_interruption_matches_uninterrupted(synth_root: Path, tmp_p
 
 def test_only_context_receives_gradients(synth_root: Path, tmp_path: Path) -> None:
     from engine.config import get_cfg_default, merge_from_file, merge_from_list
-    from engine.trainer import build_trainer
+    from trainers import build_trainer
 
     cfg = get_cfg_default()
     merge_from_file(cfg, "configs/datasets/synthmed.yaml")

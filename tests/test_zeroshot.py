@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 import train
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import build_trainer
+from trainers import build_trainer
 from trainers.teacher import load_prompt_bank
 
 CONFIG = "configs/trainers/ZeroshotCLIP/few_shot/synthmed.yaml"

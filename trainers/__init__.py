@@ -1,5 +1,15 @@
 """Trainers. Importing this package registers every trainer (and its TRAINER.<NAME> config node)."""
 
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from yacs.config import CfgNode
+
+from engine.trainer import TrainerBase
+from engine.trainer import build_trainer as build_trainer_on
+from engine.utils import select_device
 from trainers import (  # noqa: F401
     biomedcoop,
     clip_adapter,
@@ -14,3 +24,15 @@ from trainers import (  # noqa: F401
     tip_adapter,
     zeroshot,
 )
+
+
+def build_trainer(cfg: CfgNode, backbone: Any | None = None, **kwargs: Any) -> TrainerBase:
+    """The trainer ``cfg.TRAINER.NAME`` on ``backbone``, or on a backbone built now from ``MODEL.BACKBONE.NAME`` (on
+    the device ``USE_CUDA`` selects). Keyword arguments go to :class:`engine.trainer.TrainerBase`."""
+    if backbone is None:
+        from clip_backbones import build_backbone
+
+        t0 = time.perf_counter()
+        backbone = build_backbone(cfg.MODEL.BACKBONE.NAME, device=select_device(cfg.USE_CUDA, announce=False))
+        kwargs.setdefault("backbone_s", time.perf_counter() - t0)
+    return build_trainer_on(cfg, backbone, **kwargs)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Wall time of one small grid three ways: one train.py process per cell (the grid scripts before the grid runner),
+# the grid runner with one worker, and with WORKERS (default 2) workers. CPU, generated SynthMed data, a warm
+# feature cache for all three.
+#
+#   bash scripts/benchmark_grid.sh [OUT_DIR]
+#
+# Knobs: TRAINERS ("CoOp BiomedCoOp")  SHOTS ("1 2 4")  SEEDS ("1 2 3")  BACKBONE (tiny-biomedclip)
+#   EPOCHS (2)  WORKERS (2)  PYTHON (python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+OUT=${1:-$(mktemp -d "${TMPDIR:-/tmp}/grid-bench.XXXXXX")}
+TRAINERS=${TRAINERS:-"CoOp BiomedCoOp"}
+SHOTS=${SHOTS:-"1 2 4"}
+SEEDS=${SEEDS:-"1 2 3"}
+BACKBONE=${BACKBONE:-tiny-biomedclip}
+EPOCHS=${EPOCHS:-2}
+WORKERS=${WORKERS:-2}
+export OGKD_CACHE_DIR="$OUT/cache"
+mkdir -p "$OUT"
+[ -d "$OUT/data/SynthMed" ] || "$PYTHON" scripts/make_synthetic_data.py --dataset synthmed --root "$OUT/data" >/dev/null
+EXTRA_OPTS=(OPTIM.MAX_EPOCH "$EPOCHS" DATALOADER.NUM_WORKERS 0 USE_CUDA False)
+source scripts/_grid.sh  # grid_trainer_config
+
+one_process_per_cell() {  # $1 = output root
+  local t k s
+  for t in $TRAINERS; do for k in $SHOTS; do for s in $SEEDS; do
+    local out="$1/few_shot/synthmed/$t/shots$k/seed$s"
+    mkdir -p "$out"
+    "$PYTHON" train.py --root "$OUT/data" --output-dir "$out" --seed "$s" --trainer "$t" \
+      --dataset-config-file configs/datasets/synthmed.yaml --config-file "$(grid_trainer_config "$t" few_shot synthmed)" \
+      DATASET.NUM_SHOTS "$k" MODEL.BACKBONE.NAME "$BACKBONE" VERBOSE False "${EXTRA_OPTS[@]}" > "$out/console.log" 2>&1
+  done; done; done
+}
+
+grid() {  # $1 = output root, $2 = workers
+  DATA_ROOT="$OUT/data" OUTPUT_ROOT="$1" BACKBONE="$BACKBONE" TRAINERS="$TRAINERS" SHOTS="$SHOTS" SEEDS="$SEEDS" \
+    EXTRA="${EXTRA_OPTS[*]}" WORKERS="$2" bash scripts/run_fewshot.sh --datasets synthmed > "$1.log" 2>&1
+}
+
+echo "warm-up (feature cache) …"
+rm -rf "$OUT/warm"; SHOTS=1 SEEDS=1 one_process_per_cell "$OUT/warm"
+n=$(( $(wc -w <<< "$TRAINERS") * $(wc -w <<< "$SHOTS") * $(wc -w <<< "$SEEDS") ))
+echo "grid: $n cells ($TRAINERS × K $SHOTS × seeds $SEEDS, $BACKBONE, $EPOCHS epochs), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+for variant in per-cell workers1 "workers$WORKERS"; do
+  rm -rf "${OUT:?}/$variant"
+  t0=$(date +%s.%N)
+  case $variant in
+    per-cell) one_process_per_cell "$OUT/$variant" ;;
+    workers1) grid "$OUT/$variant" 1 ;;
+    *) grid "$OUT/$variant" "$WORKERS" ;;
+  esac
+  t1=$(date +%s.%N)
+  done_runs=$(find "$OUT/$variant" -name metrics.json | wc -l)
+  printf '%-10s %7.1f s  (%d runs complete; load after: %s)\n' "$variant" "$(echo "$t1 - $t0" | bc)" "$done_runs" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
+done
