@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, ValueError, synthlesion.HashMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an unwritable or missing parent folder, a full disk
+        print(f"error: cannot write the dataset under {args.root}: {err.strerror or err}"
+              f"{f': {err.filename}' if err.filename else ''} (choose another --root, or free space)", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
 
     split = json.loads((dataset_dir / f"split_{name}.json").read_text())

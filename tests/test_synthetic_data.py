@@ -258,3 +258,14 @@ def test_missing_prompt_bank_is_added_without_regenerating(tmp_path: Path) -> No
     assert (ds / PROMPT_BANK_FILE).read_bytes() == bank_bytes
     assert sentinel.is_file() and (ds / DATASET_NAME / first).stat().st_mtime_ns == mtime
     assert not list(ds.glob(".*.tmp"))
+
+
+def test_script_unwritable_root_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("make_synthetic_data", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the root folder should be: works as root too
+    assert script.main(["--root", str(blocker / "data"), "--n-train", "1", "--n-val", "1", "--n-test", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot write the dataset under") and str(blocker) in err and "\n" not in err
