@@ -26,8 +26,9 @@ import gc
 import importlib
 import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue
+import pickle
 import shutil
 import signal
 import socket
@@ -104,7 +105,8 @@ def pending_jobs(jobs: Sequence[Job], say: Callable[[str], None]) -> tuple[list[
                 read_metrics(metrics)
             except MetricsError as e:
                 metrics.replace(metrics.with_name(METRICS_FILE + ".bad"))
-                say(f"redo   {cell.label}: its metrics.json was unreadable (kept as metrics.json.bad): {e}")
+                why = str(e).removeprefix(f"{metrics}: ")
+                say(f"redo   {cell.label}: its metrics.json was unreadable (kept as metrics.json.bad): {why}")
         if cells:
             out.append(Job(tuple(cells)))
     return out, complete
@@ -234,6 +236,9 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _worker(wid: int, fn_spec: str, tasks: Any, events: Any, owner: str, stale_after_s: float,
             threads: int) -> None:
+    """A worker process: run the jobs that come on ``tasks`` (its own queue) until None; report on ``events``, the
+    sending end of its own pipe (nothing shared with the other workers: a worker killed in the middle of a message
+    can only break its own channel, never block the others)."""
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the coordinator stops the workers (SIGTERM)
     if threads > 0:
@@ -247,8 +252,8 @@ def _worker(wid: int, fn_spec: str, tasks: Any, events: Any, owner: str, stale_a
         if job is None:
             return
         run_job(job, fn, cache, f"{owner}/w{wid}", stale_after_s=stale_after_s,
-                report=lambda kind, cell, res: events.put((kind, wid, cell, res)))
-        events.put(("idle", wid, None, None))
+                report=lambda kind, cell, res: events.send((kind, wid, cell, res)))
+        events.send(("idle", wid, None, None))
 
 
 def _fmt_s(s: float) -> str:
@@ -352,7 +357,7 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
         return 0
     threads = max(1, (os.cpu_count() or 1) // len(slots)) if not devices and len(slots) > 1 else 0
     ctx = mp.get_context("spawn")
-    events = ctx.Queue()
+    events: dict[int, Any] = {}  # worker → the receiving end of its pipe
     owner = f"grid:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     procs: dict[int, Any] = {}
     tasks: dict[int, Any] = {}
@@ -366,9 +371,11 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
             os.environ["CUDA_VISIBLE_DEVICES"] = slots[wid]
         try:
             tasks[wid] = ctx.Queue()
+            events[wid], send_end = ctx.Pipe(duplex=False)
             procs[wid] = ctx.Process(target=_worker, name=f"grid-worker-{wid}", daemon=True,
-                                     args=(wid, fn_spec, tasks[wid], events, owner, stale_after_s, threads))
+                                     args=(wid, fn_spec, tasks[wid], send_end, owner, stale_after_s, threads))
             procs[wid].start()
+            send_end.close()  # the worker holds it: its death closes the pipe (EOF here)
         finally:
             if env_before is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -390,9 +397,15 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
                 tasks[wid].put(job)
             if not busy:
                 break
-            try:
-                kind, wid, cell, res = events.get(timeout=1.0)
-            except queue.Empty:
+            message = None
+            for conn in mp_connection.wait([events[w] for w in busy], timeout=1.0):
+                wid = next(w for w in busy if events[w] is conn)
+                try:
+                    message = conn.recv()
+                    break
+                except (EOFError, OSError, pickle.UnpicklingError):  # the worker died, maybe mid-message
+                    procs[wid].join(timeout=10)
+            if message is None:
                 for wid in [w for w in busy if not procs[w].is_alive()]:  # a worker died (killed, out of memory)
                     job, n = busy.pop(wid)
                     code = procs[wid].exitcode
@@ -407,6 +420,7 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
                         start(wid)
                         idle.append(wid)
                 continue
+            kind, wid, cell, res = message
             if kind == "start":
                 progress.start(cell, name(wid))
             elif kind == "end":

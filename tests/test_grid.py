@@ -113,7 +113,8 @@ def test_cells_file_jobs_and_completeness(tmp_path: Path) -> None:
     said: list[str] = []
     todo, complete = pending_jobs(jobs, said.append)
     assert complete == 1 and [[c.label for c in j.cells] for j in todo] == [["A new"], ["B"]]
-    assert said == ["redo   A new: its metrics.json was unreadable (kept as metrics.json.bad)"]
+    assert said == ["redo   A new: its metrics.json was unreadable (kept as metrics.json.bad): unreadable, not valid "
+                    "JSON (Expecting value: line 1 column 14 (char 13)): truncated or damaged"]
     assert (b / "metrics.json.bad").is_file() and not (b / "metrics.json").exists()
     f.write_text("j1\tno run dir\n")
     with pytest.raises(GridError, match="cells.tsv:1"):
