@@ -7,9 +7,9 @@
 #
 # Knobs (environment): DATA_ROOT (data), OUTPUT_ROOT (output/demo), DATASET (synthlesion; or synthmed),
 # BACKBONE (synthlesion-clip for synthlesion, tiny-biomedclip for synthmed), SHOTS (4), SEEDS ("1 2"),
-# EPOCHS (the trainer config's), WORKERS (the config's). SynthLesion's test images are in a shifted acquisition
-# domain where zero-shot falls; the prompt learners' gain over it is real learning. On SynthMed with a random tiny
-# backbone the numbers sit near chance and only show that the pipeline runs.
+# EPOCHS (the trainer config's), LOADER_WORKERS (data-loader workers; the config's). SynthLesion's test images are
+# in a shifted acquisition domain where zero-shot falls; the prompt learners' gain over it is real learning. On
+# SynthMed with a random tiny backbone the numbers sit near chance and only show that the pipeline runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +45,7 @@ mkdir -p "$OUTPUT_ROOT" && touch "$OUTPUT_ROOT/.demo"
 
 opts=(MODEL.BACKBONE.NAME "$BACKBONE" USE_CUDA False VERBOSE False)
 [ -n "${EPOCHS:-}" ] && opts+=(OPTIM.MAX_EPOCH "$EPOCHS")
-[ -n "${WORKERS:-}" ] && opts+=(DATALOADER.NUM_WORKERS "$WORKERS")
+[ -n "${LOADER_WORKERS:-}" ] && opts+=(DATALOADER.NUM_WORKERS "$LOADER_WORKERS")
 
 # grid_trainer_config (the grids' config lookup); sourced after the demo's own defaults, which it keeps
 source scripts/_grid.sh
