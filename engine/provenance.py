@@ -6,7 +6,9 @@ weights fingerprint, the dataset, its class subset and class names, the trainer'
 e.g. ``OUTPUT_DIR``). :func:`provenance_mismatches` lists what differs from the current run:
 
 * ``resume``: everything must be the same (continuing other checkpoints would mix two runs);
-* evaluation (``--eval-only``): the trainer, the backbone (name and weights), the trainer's config node and — for
+* evaluation (``--eval-only``): the trainer, the backbone (name and weights), the keys of the trainer's config node
+  that shape the evaluated model (its ``model_keys``: e.g. the context length and initialisation, not the loss
+  weights or the teacher bank's path) and — for
   the same dataset and class subset — the class names. Evaluating a base-class checkpoint on the new classes
   (another ``DATASET.SUBSAMPLE_CLASSES``) is the base-to-novel protocol, not a mismatch. Anything else (another
   backbone, another dataset) needs the explicit override ``--allow-mismatch``, except another trainer, which is
@@ -65,9 +67,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "…"
 
 
-def provenance_mismatches(saved: dict[str, Any], current: dict[str, Any], *,
-                          resume: bool) -> dict[str, dict[str, Any]]:
-    """``{field: {"checkpoint": saved value, "run": current value}}`` for every field that must agree and does not."""
+def provenance_mismatches(saved: dict[str, Any], current: dict[str, Any], *, resume: bool,
+                          node_keys: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{field: {"checkpoint": saved value, "run": current value}}`` for every field that must agree and does not.
+    ``node_keys``: for an evaluation, the keys of the trainer's node that shape the evaluated model (the trainer's
+    ``model_keys``; training-only keys such as loss weights or the teacher bank's path are not compared); None: all."""
     fields = ["trainer", "backbone", "weights"]
     if resume:
         fields += ["dataset", "subsample", "classnames", "config_hash"]
@@ -77,7 +81,10 @@ def provenance_mismatches(saved: dict[str, Any], current: dict[str, Any], *,
             fields.append("classnames")
     out = {f: {"checkpoint": saved.get(f), "run": current.get(f)} for f in fields if saved.get(f) != current.get(f)}
     old_node, new_node = saved.get("trainer_cfg") or {}, current.get("trainer_cfg") or {}
-    for key in sorted(set(old_node) | set(new_node)):
+    keys = set(old_node) | set(new_node)
+    if node_keys is not None and not resume:
+        keys = {k for k in keys if k.rsplit(".", 1)[-1] in set(node_keys)}
+    for key in sorted(keys):
         if old_node.get(key) != new_node.get(key) and "trainer" not in out:
             out[key] = {"checkpoint": old_node.get(key), "run": new_node.get(key)}
     return out

@@ -71,7 +71,7 @@ CHECKPOINT_PREFIX = "model.pth.tar-"
 BEST_CHECKPOINT = "model-best.pth.tar"
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 FROZEN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-AUTO_ENCODE_BATCH = {True: 256, False: 32}  # TRAIN.ENCODE_BATCH_SIZE -1, by "is the device CUDA"
+AUTO_ENCODE_BATCH = {True: 256, False: 8}  # TRAIN.ENCODE_BATCH_SIZE -1, by "is the device CUDA"
 #: metrics.json keys that measure the run's cost (they differ between two runs with identical results), and the checksum
 #: that covers them
 COST_KEYS = ("wall_time_s", "timings_s", "counts", "peak_rss_mib", "peak_gpu_mib", "checksum")
@@ -112,6 +112,9 @@ class TrainerBase:
 
     #: the trainer's config node name under TRAINER (e.g. "COOP"); used for PREC
     cfg_node: str | None = None
+    #: keys of TRAINER.<cfg_node> that shape the evaluated model: ``--eval-only`` refuses a checkpoint trained with
+    #: other values of these only (None: of any key); training-only keys (loss weights, the teacher bank) may differ
+    model_keys: tuple[str, ...] | None = None
     #: the method leaves the image tower frozen and unprompted: logits come from its features
     #: (:meth:`logits_from_features`), so evaluation runs on cached features
     frozen_image_tower: bool = False
@@ -436,7 +439,7 @@ class TrainerBase:
                 f"{path} has no provenance record (written by an older version, which did not record its backbone, "
                 "trainer and classes), so it cannot be checked against this run: retrain it"
                 + ("" if resume else ", or pass --allow-mismatch to evaluate it anyway (recorded in metrics.json)"))
-        mismatch = provenance_mismatches(saved, self.provenance(), resume=resume)
+        mismatch = provenance_mismatches(saved, self.provenance(), resume=resume, node_keys=self.model_keys)
         if not mismatch:
             return
         text = describe_mismatches(mismatch)
@@ -585,10 +588,10 @@ class TrainerBase:
 
     def encode_pass_size(self) -> int:
         """``TRAIN.ENCODE_BATCH_SIZE`` resolved: images (or teacher sentences) per no-grad pass of a frozen tower;
-        -1 = auto (256 on CUDA, 32 on the CPU, where larger passes only cost memory); 0 = no limit."""
+        -1 = auto (256 on CUDA; 8 on the CPU, where larger passes only cost memory); 0 = no limit."""
         size = int(self.cfg.TRAIN.ENCODE_BATCH_SIZE)
         if size < -1:
-            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto (256 on CUDA, 32 on the CPU); "
+            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto (256 on CUDA, 8 on the CPU); "
                              f"0 encodes inside each step. Got {size}")
         return AUTO_ENCODE_BATCH[self.device.type == "cuda"] if size == -1 else size
 

@@ -355,3 +355,37 @@ def test_grid_redoes_a_run_whose_metrics_were_edited(synth_root: Path, tmp_path:
     assert "redo   synthmed CoOp shots1 seed1: its metrics.json was unreadable" in again.stdout
     assert "checksum mismatch" in again.stdout
     assert results(path.parent) == good and (path.parent / "metrics.json.bad").is_file()
+
+
+def test_kill_9_mid_grid_then_rerun_gives_the_same_runs_and_tables(synth_root: Path, tmp_path: Path) -> None:
+    """The whole grid command (script, runner, worker) killed with SIGKILL while its second cell trains: the same
+    command finishes only what is missing (the dead worker's lock taken over at once), and every run and the tables
+    equal those of an uninterrupted grid."""
+    def env(root: Path) -> dict[str, str]:
+        return {**os.environ, "DATA_ROOT": str(synth_root), "OUTPUT_ROOT": str(root), "BACKBONE": "tiny-biomedclip",
+                "EXTRA": "OPTIM.MAX_EPOCH 3 DATALOADER.NUM_WORKERS 0", "SHOTS": "2", "SEEDS": "1 2",
+                "TRAINERS": "CoOp"}
+    cmd = ["bash", "scripts/run_fewshot.sh", "--datasets", "synthmed"]
+    ref = subprocess.run(cmd, cwd=REPO, env=env(tmp_path / "ref"), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    second = out / "few_shot/synthmed/CoOp/shots2/seed2"
+    deadline = time.monotonic() + 300
+    while not (second / "prompt_learner/checkpoint").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the script, the runner and its worker at once
+    proc.wait(timeout=60)
+    assert (out / "few_shot/synthmed/CoOp/shots2/seed1/metrics.json").is_file()
+    assert not (second / "metrics.json").exists()
+
+    again = subprocess.run(cmd, cwd=REPO, env=env(out), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 done, 1 already complete, 0 failed" in again.stdout, again.stdout
+    assert "resumed from" in (second / "log.txt").read_text()
+    for seed in (1, 2):
+        run = f"few_shot/synthmed/CoOp/shots2/seed{seed}"
+        assert results(out / run) == results(tmp_path / "ref" / run)
+    assert (out / "few_shot/summary.md").read_text() == (tmp_path / "ref/few_shot/summary.md").read_text()

@@ -75,6 +75,8 @@ class PromptTrainer(ClipTrainer):
 
     Subclasses set ``cfg_node`` (their TRAINER.<NODE>) and may override :meth:`loss`."""
 
+    model_keys = ("N_CTX", "CTX_INIT", "CSC", "CLASS_TOKEN_POSITION")  # the prompt learner; the rest is training
+
     def build_prompt_learner(self, **overrides: Any) -> PromptLearner:
         c = self.cfg.TRAINER[self.cfg_node]
         kwargs = dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, csc=c.CSC, class_token_position=c.CLASS_TOKEN_POSITION)

@@ -83,6 +83,7 @@ class CoCoOp(TrainerBase):
     """Conditional context optimisation: per-image prompts, cross-entropy over the per-image logits."""
 
     cfg_node = "COCOOP"
+    model_keys = ("N_CTX", "CTX_INIT", "CSC", "CLASS_TOKEN_POSITION")
     frozen_image_tower = True  # the meta-net reads the frozen image features: evaluation runs on cached ones
     batched_train_features = True
 

@@ -132,6 +132,7 @@ class MaPLe(PromptTrainer):
     """Multi-modal prompt learning: coupled deep text / vision prompts, cross-entropy on the prompted logits."""
 
     cfg_node = "MAPLE"
+    model_keys = ("N_CTX", "CTX_INIT", "PROMPT_DEPTH")
     frozen_image_tower = False  # the vision prompts change the image tower: every evaluation encodes the images
     batched_train_features = False
 
