@@ -30,12 +30,18 @@ DEFAULT_STALE_AFTER_S = 600.0
 HEARTBEAT_S = 30.0
 
 
-def _proc_start(pid: int) -> str | None:
-    """The start time (clock ticks since boot) of process ``pid``, to tell it from a later process with its pid."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None (no /proc, no process)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of process ``pid``, to tell it from a later process with its pid."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def _pid_alive(pid: int, start: str | None) -> bool:
@@ -45,7 +51,10 @@ def _pid_alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         pass  # another user's live process
-    now = _proc_start(pid)
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # killed, not yet reaped (its parent died with it): dead
+        return False
+    now = fields[19] if fields and len(fields) > 19 else None
     return start is None or now is None or now == start
 
 

@@ -19,7 +19,7 @@ import torch
 import train
 from engine.cache import FeatureCache, fingerprint_module
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import COST_KEYS
+from engine.trainer import AUTO_ENCODE_BATCH, COST_KEYS
 from trainers import build_trainer
 
 TINY = ["MODEL.BACKBONE.NAME", "tiny-biomedclip", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
@@ -274,7 +274,7 @@ def test_two_processes_filling_the_same_entry(tmp_path: Path) -> None:
 
 
 def test_encode_batch_size_auto_and_validation(synth_root: Path, tmp_path: Path) -> None:
-    assert make_trainer("CoOp", synth_root, tmp_path / "a").encode_batch_size() == 32  # auto on the CPU
+    assert make_trainer("CoOp", synth_root, tmp_path / "a").encode_batch_size() == AUTO_ENCODE_BATCH[False] == 8
     assert make_trainer("MaPLe", synth_root, tmp_path / "b").encode_batch_size() == 0  # a prompted image tower
     with pytest.raises(ValueError, match="TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto"):
         make_trainer("CoOp", synth_root, tmp_path / "c", "TRAIN.ENCODE_BATCH_SIZE", "-2")

@@ -26,7 +26,7 @@ from engine.grid import (
     run_job,
     submitit_executor,
 )
-from engine.locks import LOCK_NAME, CellLock, claim
+from engine.locks import LOCK_NAME, CellLock, _pid_alive, _proc_start, claim
 from engine.trainer import COST_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,3 +303,19 @@ def test_ctrl_c_stops_the_workers_and_loses_only_the_cell_in_flight(tmp_path: Pa
     assert proc.returncode == 130 and "interrupted: stopping the workers" in err, out + err
     assert run_is_complete(tmp_path / "a" / "0") and not (tmp_path / "b" / "0" / "metrics.json").exists()
     assert not list(tmp_path.rglob(LOCK_NAME)) and not (tmp_path / "c" / "0").exists()
+
+
+def test_a_killed_unreaped_holder_is_dead() -> None:
+    """A worker SIGKILLed together with its parent stays a zombie until something reaps it: its pid still answers
+    kill(pid, 0), yet it holds nothing (regression: a whole grid killed with kill -9 left its cell "held")."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    start = _proc_start(child.pid)
+    assert _pid_alive(child.pid, start)
+    child.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(child.pid, 0)  # the zombie's pid still exists
+    assert not _pid_alive(child.pid, start)
+    child.wait()
