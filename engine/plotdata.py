@@ -25,8 +25,6 @@ numbers with another run's predictions. Figures (``scripts/plot.py``) read these
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,28 +101,17 @@ def save_predictions(path: str | Path, *, label: np.ndarray, pred: np.ndarray, c
               "classnames": np.array(classnames, dtype=str), "confusion_matrix": cm.astype(np.int64),
               "bin_edges": bins["edges"], "bin_count": bins["count"], "bin_confidence": bins["confidence"],
               "bin_accuracy": bins["accuracy"], "ece": bins["ece"], "format_version": np.int64(FORMAT_VERSION)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # np.savez_compressed stamps each member with the current time; fixed stamps make the bytes (and the
-            # SHA-256 in metrics.json) a function of the predictions only, so identical runs give identical files
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for name, array in arrays.items():
-                    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    with zf.open(info, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from engine.utils import atomic_open  # (lazy: reading predictions needs numpy only)
+
+    with atomic_open(path, "wb") as f:
+        # np.savez_compressed stamps each member with the current time; fixed stamps make the bytes (and the
+        # SHA-256 in metrics.json) a function of the predictions only, so identical runs give identical files
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
     return sha256_file(path)
 
 

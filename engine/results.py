@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             read_metrics(arg)
         except MetricsError as e:
-            print(f"error: {e}", file=sys.stderr)
+            logger.error("error: %s", e)
             status = 1
     return status
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s")
     sys.exit(main())
