@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import open_clip
@@ -42,6 +43,8 @@ class Backbone(nn.Module, ABC):
         interpolation: resize interpolation of the model's preprocessing (e.g. ``"bicubic"``).
         resize_mode: open_clip resize mode of the model's preprocessing (e.g. ``"shortest"``).
         prompt_start: index of the first token after the start token.
+        weights_file: the checkpoint file the weights were loaded from (memory-mapped from it when its format
+            allows), or None for randomly initialised models; set by :func:`~clip_backbones.build_backbone`.
     """
 
     family: ClassVar[str]
@@ -52,6 +55,7 @@ class Backbone(nn.Module, ABC):
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
+        self.weights_file: Path | None = None
         self._vision: VisionTower = vision_tower_for(model.visual)
 
         self.text_width: int = self.word_embeddings.embedding_dim
@@ -83,6 +87,18 @@ class Backbone(nn.Module, ABC):
 
             self.__dict__["_weights_fingerprint"] = fingerprint_module(self.model)
         return self.__dict__["_weights_fingerprint"]
+
+    @property
+    def has_weights_fingerprint(self) -> bool:
+        """Whether :meth:`weights_fingerprint` is known (computed, or adopted from a memo) without hashing."""
+        return self.__dict__.get("_weights_fingerprint") is not None
+
+    def adopt_weights_fingerprint(self, fingerprint: str) -> None:
+        """Take ``fingerprint`` as :meth:`weights_fingerprint` without hashing: a memo of the value computed
+        earlier for the same, unchanged :attr:`weights_file` (``engine.cache.FeatureCache.weights_fingerprint``)."""
+        if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+            raise ValueError(f"not a SHA-256 hex digest: {fingerprint!r}")
+        self.__dict__["_weights_fingerprint"] = fingerprint
 
     @property
     def logit_scale(self) -> torch.Tensor:

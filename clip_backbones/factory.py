@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from huggingface_hub.constants import is_offline_mode
 from open_clip import CLIP, CustomTextCLIP
 from open_clip.pretrained import download_pretrained_from_hf
 from torch import nn
+from torch.utils.serialization import config as torch_serialization_config
 
 from engine.registry import suggest
 
@@ -92,22 +94,23 @@ def build_backbone(name: str | Any, *, device: torch.device | str | None = None)
     device = device if device is not None else "cpu"
     start = time.perf_counter()
     if name in NAMED_BACKBONES:
-        model, tokenizer = _load_hub(NAMED_BACKBONES[name], name)
+        model, tokenizer, weights = _load_hub(NAMED_BACKBONES[name], name)
     elif name in OPENAI_CLIP_MODELS:
-        model, tokenizer = _load_openai(name)
+        model, tokenizer, weights = _load_openai(name)
     elif name in TINY_BACKBONES:
-        model, tokenizer = _load_local_dir(TINY_BACKBONES[name], weights_optional=True)
+        model, tokenizer, weights = _load_local_dir(TINY_BACKBONES[name], weights_optional=True)
     elif name in PRETRAINED_BACKBONES:
         PRETRAINED_BACKBONES[name].verify(name)
-        model, tokenizer = _load_local_dir(PRETRAINED_BACKBONES[name].folder, weights_optional=False)
+        model, tokenizer, weights = _load_local_dir(PRETRAINED_BACKBONES[name].folder, weights_optional=False)
     elif name.startswith(HF_HUB_PREFIX):
-        model, tokenizer = _load_hub(name, name)
+        model, tokenizer, weights = _load_hub(name, name)
     elif name.startswith(LOCAL_DIR_PREFIX):
-        model, tokenizer = _load_local_dir(Path(name[len(LOCAL_DIR_PREFIX):]), weights_optional=False)
+        model, tokenizer, weights = _load_local_dir(Path(name[len(LOCAL_DIR_PREFIX):]), weights_optional=False)
     else:
         raise BackboneError(_unknown_name_message(name))
 
     backbone = _adapter_for(name, model)(name, model, tokenizer).to(device)
+    backbone.weights_file = Path(weights).resolve() if weights is not None else None
     logger.info(
         "backbone %s (%s, %s) built in %.2f s on %s: text width %d, vision width %d, embed dim %d, context %d, "
         "image %d, %.2fM parameters", name, backbone.family, type(model).__name__, time.perf_counter() - start,
@@ -160,7 +163,11 @@ def _load_checkpoint(model: nn.Module, checkpoint: Path) -> None:
     # load_checkpoint calls model.load_state_dict(state, strict=...); a meta tensor can only be replaced, not filled
     model.load_state_dict = functools.partial(type(model).load_state_dict, model, assign=True)  # type: ignore[method-assign]
     try:
-        open_clip.load_checkpoint(model, str(checkpoint), strict=True)
+        # the tensors stay memory-mapped from the file (safetensors always; torch's zip format through torch's own
+        # load.mmap setting): nothing is copied, a page is read when first used (rows of a token embedding that no
+        # prompt uses never are), and processes on one machine share the pages of one file
+        with torch_serialization_config.patch({"load.mmap": zipfile.is_zipfile(checkpoint)}):
+            open_clip.load_checkpoint(model, str(checkpoint), strict=True)
     except RuntimeError as err:  # torch's strict-load report: missing / unexpected keys, shape mismatches
         raise BackboneError(f"{checkpoint} does not fit the model's architecture: {_first_line(err)}") from err
     finally:
@@ -204,7 +211,7 @@ def _checkpoint_in(folder: Path) -> Path | None:
     return (preferred or sorted(found, key=lambda p: p.suffix != ".safetensors") or [None])[0]
 
 
-def _load_hub(model_id: str, name: str) -> tuple[nn.Module, Tokenizer]:
+def _load_hub(model_id: str, name: str) -> tuple[nn.Module, Tokenizer, Path]:
     try:
         checkpoint = download_pretrained_from_hf(model_id[len(HF_HUB_PREFIX):])
         tokenizer = open_clip.get_tokenizer(model_id)
@@ -218,10 +225,10 @@ def _load_hub(model_id: str, name: str) -> tuple[nn.Module, Tokenizer]:
             f"cannot load backbone '{name}' ({model_id}): {reason} [{type(err).__name__}: {_first_line(err)}]. "
             f"To work offline, put the model files in a folder and use 'local-dir:<folder>'; {LOCAL_DIR_CONTENTS}."
         ) from err
-    return model, tokenizer
+    return model, tokenizer, Path(checkpoint)
 
 
-def _load_openai(name: str) -> tuple[nn.Module, Tokenizer]:
+def _load_openai(name: str) -> tuple[nn.Module, Tokenizer, Path]:
     arch = OPENAI_CLIP_MODELS[name]
     pretrained_cfg = open_clip.get_pretrained_cfg(arch, OPENAI_PRETRAINED_TAG)
     try:
@@ -240,11 +247,12 @@ def _load_openai(name: str) -> tuple[nn.Module, Tokenizer]:
             f"with an open_clip_config.json (model_cfg = open_clip.get_model_config({arch!r}), quick_gelu true) in a "
             "folder and use 'local-dir:<folder>'."
         ) from err
-    return model, open_clip.get_tokenizer(arch)
+    return model, open_clip.get_tokenizer(arch), Path(checkpoint)
 
 
-def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module, Tokenizer]:
-    """Build from an open_clip local-dir folder; ``weights_optional`` (tiny models only): random weights if none."""
+def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module, Tokenizer, Path | None]:
+    """Build from an open_clip local-dir folder; ``weights_optional`` (tiny models only): random weights if none.
+    Returns the model, its tokenizer and the weights file (None: random weights)."""
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise BackboneError(f"local-dir folder not found: {folder}; {LOCAL_DIR_CONTENTS}")
@@ -278,7 +286,7 @@ def _load_local_dir(folder: Path, *, weights_optional: bool) -> tuple[nn.Module,
     register_tiny_timm_models()
     model_id = f"{LOCAL_DIR_PREFIX}{folder}"
     model = _create(model_id, checkpoint=checkpoint, quiet=checkpoint is None, pretrained_text=False, **kwargs)
-    return model, open_clip.get_tokenizer(model_id)
+    return model, open_clip.get_tokenizer(model_id), checkpoint
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -124,10 +124,10 @@ def _base_defaults() -> CN:
     _C.TRAIN.COUNT_ITER = "train_x"
     # ours: trainers with a frozen, unprompted image tower encode each epoch's augmented views in no-grad batches of
     # this many images before the optimisation steps (same views, same results up to float rounding); 0 = encode
-    # inside every step; -1 = auto: 256 on CUDA, 8 on the CPU (where a larger batch only costs memory: a ViT-B/16
+    # inside every step; -1 = auto: 256 on CUDA, 4 on the CPU (where a larger batch only costs memory: a ViT-B/16
     # image costs the same at 4 or 32 per pass). The same size bounds every no-grad pass of a frozen tower: test /
-    # validation features (slices of a test batch) and the teacher bank's sentences (0 there: whole test batches,
-    # the bank's default of 256 sentences)
+    # validation features (slices of a test batch) and the teacher bank's sentences (auto there: 256 on CUDA, 32 on
+    # the CPU; 0: whole test batches, the bank's default of 256 sentences)
     _C.TRAIN.ENCODE_BATCH_SIZE = -1
 
     _C.CACHE = CN()  # ours: disk cache of frozen-tower outputs (evaluation image features, teacher prompt banks)

@@ -71,7 +71,11 @@ CHECKPOINT_PREFIX = "model.pth.tar-"
 BEST_CHECKPOINT = "model-best.pth.tar"
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
 FROZEN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-AUTO_ENCODE_BATCH = {True: 256, False: 8}  # TRAIN.ENCODE_BATCH_SIZE -1, by "is the device CUDA"
+#: TRAIN.ENCODE_BATCH_SIZE -1 (auto), by "is the device CUDA": images per no-grad pass of the image tower, and
+#: sentences per pass of the text tower (a sentence has ~20-40 tokens, an image 197: the CPU's text passes are
+#: fastest at 32-64 sentences, its image passes equally fast at 4-32 images, where larger passes only cost memory)
+AUTO_ENCODE_BATCH = {True: 256, False: 4}
+AUTO_TEXT_ENCODE_BATCH = {True: 256, False: 32}
 #: metrics.json keys that measure the run's cost (they differ between two runs with identical results), and the checksum
 #: that covers them
 COST_KEYS = ("wall_time_s", "timings_s", "counts", "peak_rss_mib", "peak_gpu_mib", "checksum")
@@ -253,7 +257,7 @@ class TrainerBase:
         """A feature-cache key: ``parts`` plus what every frozen-tower output depends on (the backbone's name and
         weights, the device type, the frozen precision, the library versions)."""
         return {"kind": kind, **parts, "backbone": self.cfg.MODEL.BACKBONE.NAME,
-                "weights": self.backbone.weights_fingerprint(), "device": self.device.type,
+                "weights": self.cache.weights_fingerprint(self.backbone), "device": self.device.type,
                 "precision": self.frozen_precision, "versions": package_versions()}
 
     def cached(self, key: Callable[[], dict[str, Any]], compute: Callable[[], dict[str, torch.Tensor]],
@@ -420,7 +424,7 @@ class TrainerBase:
         """What this run's checkpoints record about how they were trained (:mod:`engine.provenance`)."""
         if self._provenance is None:
             self._provenance = make_provenance(self.cfg, node=self.cfg_node,
-                                               weights=self.backbone.weights_fingerprint(),
+                                               weights=self.cache.weights_fingerprint(self.backbone),
                                                classnames=self.classnames, neutral=RESUME_NEUTRAL_KEYS)
         return self._provenance
 
@@ -586,14 +590,16 @@ class TrainerBase:
         set_random_seed(s)
         self.dm.set_epoch(self.epoch, s)
 
-    def encode_pass_size(self) -> int:
-        """``TRAIN.ENCODE_BATCH_SIZE`` resolved: images (or teacher sentences) per no-grad pass of a frozen tower;
-        -1 = auto (256 on CUDA; 8 on the CPU, where larger passes only cost memory); 0 = no limit."""
+    def encode_pass_size(self, text: bool = False) -> int:
+        """``TRAIN.ENCODE_BATCH_SIZE`` resolved: images (``text``: teacher sentences) per no-grad pass of a frozen
+        tower; -1 = auto (256 on CUDA; on the CPU 4 images / 32 sentences); 0 = no limit."""
         size = int(self.cfg.TRAIN.ENCODE_BATCH_SIZE)
         if size < -1:
-            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto (256 on CUDA, 8 on the CPU); "
+            raise ValueError(f"TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto (256 on CUDA, 4 on the CPU); "
                              f"0 encodes inside each step. Got {size}")
-        return AUTO_ENCODE_BATCH[self.device.type == "cuda"] if size == -1 else size
+        if size != -1:
+            return size
+        return (AUTO_TEXT_ENCODE_BATCH if text else AUTO_ENCODE_BATCH)[self.device.type == "cuda"]
 
     def encode_batch_size(self) -> int:
         """Images per no-grad encoding pass of the training views; 0 = encode inside each step."""

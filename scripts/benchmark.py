@@ -2,20 +2,22 @@
 """Measure what a run costs, phase by phase, offline — and project the paper grid from it.
 
     python scripts/benchmark.py [--size full|tiny] [--trainer OGKD] [--device cpu|cuda] [--prec fp32|bf16]
-                                [--shots 16] [--epochs 1] [--json FILE] [--project-grid]
+                                [--shots 16] [--epochs 1] [--repeats 3] [--json FILE] [--project-grid]
 
-Three real ``train.py`` processes on SynthMed (6 classes), side by side in one invocation:
+Real ``train.py`` processes on SynthMed (6 classes), side by side in one invocation:
 
 1. **cold** — an empty feature cache: the test features and the teacher bank are encoded and stored;
-2. **warm** — the same command again: both are read from the cache;
+2. **warm** — the same command again, ``--repeats`` times (default 3): both are read from the cache; the warm
+   column is the median of each phase and of the peak memory over the repeats (each repeat is listed too);
 3. **per-step** — warm, with ``TRAIN.ENCODE_BATCH_SIZE 0``: the frozen image tower runs inside every step (the
    released code's loop), for comparing the step cost with the batched encoding's share counted.
 
 Each run's ``metrics.json`` holds its phase timings (``OGKD_SYNC_TIMINGS=1`` makes them exact on CUDA): process
 start (interpreter + imports), backbone load, data, model, teacher bank, start → training, encoding passes,
 optimisation steps, test features and evaluation, and the peak RSS / GPU memory. ``--size full`` builds a randomly
-initialised model with BiomedCLIP's exact architecture (BERT-base text tower, 256-token context, ViT-B/16, 512-d)
-in a temporary ``local-dir:`` folder, so the timings are those of the real model without downloading it.
+initialised model with BiomedCLIP's exact architecture (BERT-base text tower with BiomedBERT's 30522-token
+vocabulary, 256-token context, ViT-B/16, 512-d; 195.9M parameters) in a temporary ``local-dir:`` folder, so the
+timings and memory are those of the real model without downloading it.
 
 ``--project-grid`` turns the measured per-image, per-step and per-run costs into the wall time of the full OGKD
 paper grid on this device — few-shot (11 datasets × K ∈ {1, 2, 4, 8, 16} × 3 seeds) and base-to-novel
@@ -45,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+BIOMEDCLIP_VOCAB = 30522  # BiomedBERT's vocabulary: 23.4M of BiomedCLIP's 195.9M parameters
 BIOMEDCLIP_TEXT = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
                    "initializer_range": 0.02}
 SHOTS = (1, 2, 4, 8, 16)
@@ -64,7 +67,9 @@ PHASES = (  # metrics.json timings_s key, label
 
 
 def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
-    """A local-dir folder with BiomedCLIP's architecture, random weights and a word-level vocabulary."""
+    """A local-dir folder with BiomedCLIP's architecture, random weights and a word-level vocabulary (the tiny
+    model's tokens and the bank's words, padded with ``[unusedN]`` tokens to BiomedBERT's 30522 entries, so the
+    token embedding — and the parameter count, 195.9M — is BiomedCLIP's)."""
     import open_clip
 
     from clip_backbones.tiny import TINY_BACKBONES
@@ -76,6 +81,9 @@ def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
     vocab = [v for v in vocab if v]
     words = sorted({w for sents in bank.values() for s in sents for w in re.findall(r"[a-z0-9]+", s.lower())})
     vocab += [w for w in words if w not in set(vocab)]
+    if len(vocab) > BIOMEDCLIP_VOCAB:
+        raise SystemExit(f"the bank has {len(vocab)} distinct words, more than BiomedBERT's {BIOMEDCLIP_VOCAB}")
+    vocab += [f"[unused{i}]" for i in range(BIOMEDCLIP_VOCAB - len(vocab))]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     shutil.copy(tiny / "tokenizer_config.json", folder)
     bert = json.loads((tiny / "config.json").read_text()) | BIOMEDCLIP_TEXT | {"vocab_size": len(vocab)}
@@ -185,6 +193,23 @@ def project(costs: dict[str, float]) -> dict[str, Any]:
     return {"runs": len(runs), "ours_s": ours, "released_structure_s": released}
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's metrics with every timing, the peak memory and the wall time replaced by their medians over
+    ``runs`` (identical settings; the counts and results are the first run's)."""
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    out = dict(runs[0])
+    out["timings_s"] = {k: median([r["timings_s"][k] for r in runs if k in r["timings_s"]])
+                        for k in runs[0]["timings_s"]}
+    for key in ("peak_rss_mib", "peak_gpu_mib", "process_wall_s"):
+        if key in runs[0]:
+            out[key] = median([r[key] for r in runs])
+    return out
+
+
 def hms(seconds: float) -> str:
     seconds = int(round(seconds))
     d, rest = divmod(seconds, 86400)
@@ -204,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=4, help="training batch size (OGKD's paper value: 4)")
     p.add_argument("--workers", type=int, default=2, help="DATALOADER.NUM_WORKERS")
+    p.add_argument("--repeats", type=int, default=3, help="warm runs; the warm column is their median (default 3)")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.add_argument("--keep-model", type=Path, metavar="DIR",
                    help="write the full-size model folder to DIR (reused if there) and keep it, e.g. for a grid")
@@ -211,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here")
+    if args.repeats < 1:
+        p.error(f"--repeats must be ≥ 1, got {args.repeats}")
 
     from datasets.synthetic import PROMPT_BANK_FILE, make_synthmed
 
@@ -236,10 +264,13 @@ def main(argv: list[str] | None = None) -> int:
                   "MODEL.BACKBONE.NAME", backbone, "MODEL.BACKBONE.FROZEN_PREC", args.prec,
                   "DATALOADER.TRAIN_X.BATCH_SIZE", str(args.batch), "DATALOADER.NUM_WORKERS", str(args.workers),
                   "USE_CUDA", str(args.device == "cuda"), "VERBOSE", "False"]
-        runs = {}
-        for name, extra in (("cold", []), ("warm", []), ("per-step", ["TRAIN.ENCODE_BATCH_SIZE", "0"])):
+        runs: dict[str, Any] = {}
+        plan = [("cold", [])] + [(f"warm {i + 1}/{args.repeats}", []) for i in range(args.repeats)]
+        for name, extra in [*plan, ("per-step", ["TRAIN.ENCODE_BATCH_SIZE", "0"])]:
             print(f"[{name}] train.py ...", flush=True)
-            runs[name] = train_run([*common, *extra], tmp / name, env)
+            runs[name] = train_run([*common, *extra], tmp / name.replace(" ", "-").replace("/", "-of-"), env)
+        runs["warm repeats"] = [runs.pop(name) for name, _ in plan[1:]]
+        runs["warm"] = median_run(runs["warm repeats"])
         report(args, runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -252,7 +283,7 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\n{args.trainer} on SynthMed (6 classes, {args.shots} shots, {args.epochs} epoch(s), batch {args.batch}), "
           f"{args.size} BiomedCLIP architecture, {device}, FROZEN_PREC {args.prec}")
-    print(f"  {'phase':42s} {'cold':>9s} {'warm':>9s} {'per-step':>9s}")
+    print(f"  {'phase':42s} {'cold':>9s} {'warm':>9s} {'per-step':>9s}   (warm: median of {len(runs['warm repeats'])})")
     for key, label in PHASES:
         vals = [r["timings_s"].get(key) for r in (cold, warm, step)]
         print(f"  {label:42s} " + " ".join(f"{v:8.2f}s" if v is not None else f"{'-':>9s}" for v in vals))
@@ -270,7 +301,14 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
                         for r in (cold, warm))
     print(f"  evaluation (test features + evaluation), second run / first run: {ev_warm:.2f} s / {ev_cold:.2f} s "
           f"= {100 * ev_warm / max(ev_cold, 1e-9):.1f}%")
-    print(f"  start → training begins, warm cache: {warm['timings_s'].get('to_training_s', float('nan')):.2f} s")
+    repeats = runs["warm repeats"]
+    print(f"  start → training begins, warm cache: {warm['timings_s'].get('to_training_s', float('nan')):.2f} s "
+          f"(median of {len(repeats)}: " + ", ".join(f"{r['timings_s'].get('to_training_s', 0.0):.2f}" for r in repeats)
+          + " s)")
+    print(f"  {mem}, warm: {warm.get(mem, 0) / 1024:.2f} GiB (median of {len(repeats)}: "
+          + ", ".join(f"{r.get(mem, 0) / 1024:.2f}" for r in repeats) + " GiB)")
+    if len({r["accuracy"] for r in (cold, *repeats, step)}) > 1:
+        print("  note: the runs' accuracies differ (float rounding between the batched and per-step paths)")
     out: dict[str, Any] = {"settings": vars(args) | {"json": str(args.json) if args.json else None,
                                                       "device_name": device},
                            "runs": runs, "unit_costs": costs}

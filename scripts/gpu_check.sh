@@ -7,8 +7,9 @@
 # OUT_DIR (a failing step is reported and the next one still runs; the exit status is 1 if any step failed):
 #   1. tests/test_cuda.py — runs on CUDA vs the CPU, no host sync inside a step (CUDA sync debug mode), bf16 frozen
 #      features within tolerance of fp32, pinned memory, cache entries per device;
-#   2. scripts/benchmark.py on the full-size BiomedCLIP architecture (random weights), frozen towers in fp32,
-#      then in bf16 with the projected OGKD paper grid (JSON: bench_fp32.json, bench_bf16.json);
+#   2. scripts/benchmark.py on the full-size BiomedCLIP architecture (random weights), frozen towers in fp32 (one
+#      warm run), then in bf16 (two warm runs) with the projected OGKD paper grid (JSON: bench_fp32.json,
+#      bench_bf16.json);
 #   3. a reduced OGKD grid (K = 1, 4, 16; seed 1; the config's 100 epochs) on synthetic images with BTMRI's test
 #      split size, on the same full-size model, three grid-runner workers on GPU 0, timed per run (grid.log,
 #      summary in OUT_DIR/grid); then a GPUS entry that does not exist must be a one-line error.
@@ -45,10 +46,10 @@ EOF
 
 step "CUDA-path tests" cuda_tests.log "$PY" -m pytest -q tests/test_cuda.py tests/test_frozen_paths.py
 step "benchmark, fp32 frozen towers" bench_fp32.log \
-  "$PY" scripts/benchmark.py --size full --device cuda --prec fp32 --epochs 2 --keep-model "$OUT_DIR/model" \
+  "$PY" scripts/benchmark.py --size full --device cuda --prec fp32 --epochs 2 --repeats 1 --keep-model "$OUT_DIR/model" \
   --json "$OUT_DIR/bench_fp32.json"
 step "benchmark, bf16 frozen towers + projected paper grid" bench_bf16.log \
-  "$PY" scripts/benchmark.py --size full --device cuda --prec bf16 --epochs 2 --keep-model "$OUT_DIR/model" \
+  "$PY" scripts/benchmark.py --size full --device cuda --prec bf16 --epochs 2 --repeats 2 --keep-model "$OUT_DIR/model" \
   --project-grid --json "$OUT_DIR/bench_bf16.json"
 grep -A3 "projected OGKD paper grid" "$OUT_DIR/bench_bf16.log"
 

@@ -275,6 +275,25 @@ def test_local_dir_round_trip(backbones, name, tmp_path):
     assert all(not p.is_meta and not p.requires_grad for p in loaded.model.parameters())
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+@pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
+def test_checkpoint_weights_are_memory_mapped_from_the_file(backbones, suffix, tmp_path):
+    """The loaded tensors are the file's pages (not a copy): the file is mapped, and the values are the file's."""
+    for f in TINY_BACKBONES["tiny-biomedclip"].iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    state = {k: v.contiguous() for k, v in backbones["tiny-biomedclip"].model.state_dict().items()}
+    path = tmp_path / ("open_clip_pytorch_model.bin" if suffix == ".bin" else "open_clip_model.safetensors")
+    torch.save(state, path) if suffix == ".bin" else save_file(state, path)
+    loaded = build_backbone(f"local-dir:{tmp_path}")
+    assert loaded.weights_file == path.resolve()
+    mapped = {line.split(maxsplit=5)[-1].strip() for line in Path("/proc/self/maps").read_text().splitlines()
+              if len(line.split(maxsplit=5)) == 6}
+    assert str(path.resolve()) in mapped
+    got = loaded.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())
+    assert backbones["tiny-biomedclip"].weights_file is None  # random weights: no file
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_local_dir_half_precision_checkpoint_loads_as_float32(backbones, name, tmp_path):
     """A fp16 checkpoint gives the model's own dtype, as a copying load would (the values upcast exactly)."""

@@ -178,6 +178,7 @@ def test_clip_adapter_schedule_is_per_epoch_cosine_after_warmup(synth_root: Path
 # ------------------------------------------------------------------------------------------------ feature path
 def test_features_are_encoded_once_per_pass_and_seeded_per_image(synth_root: Path, tmp_path: Path) -> None:
     trainer = make_trainer("LinearProbe", synth_root, tmp_path, "DATALOADER.TEST.BATCH_SIZE", "5",
+                           "TRAIN.ENCODE_BATCH_SIZE", "8",  # a loader batch of 5 is one pass
                            "CACHE.ENABLED", "False")  # in-memory only: nothing read from the session cache
     calls: list[int] = []
     encode = trainer.backbone.encode_image

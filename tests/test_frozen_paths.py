@@ -19,7 +19,7 @@ import torch
 import train
 from engine.cache import FeatureCache, fingerprint_module
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
-from engine.trainer import AUTO_ENCODE_BATCH, COST_KEYS
+from engine.trainer import AUTO_ENCODE_BATCH, AUTO_TEXT_ENCODE_BATCH, COST_KEYS
 from trainers import build_trainer
 
 TINY = ["MODEL.BACKBONE.NAME", "tiny-biomedclip", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
@@ -213,6 +213,38 @@ def test_the_key_covers_the_images_the_preprocessing_and_the_weights(synth_root:
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
 
 
+def test_the_weights_fingerprint_is_memoised_per_unchanged_weights_file(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backbone loaded from a file is hashed once per file identity; the memo gives the same fingerprint, a
+    changed file (here: its modification time) is hashed again, and random weights or --no-cache always are."""
+    import shutil
+
+    import engine.cache as cache_module
+    from clip_backbones import build_backbone
+    from clip_backbones.tiny import TINY_BACKBONES
+
+    folder = tmp_path / "model"
+    shutil.copytree(TINY_BACKBONES["tiny-biomedclip"], folder)
+    torch.save(build_backbone("tiny-biomedclip").model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    calls: list[int] = []
+    real = cache_module.fingerprint_module
+    monkeypatch.setattr(cache_module, "fingerprint_module", lambda m: calls.append(1) or real(m))
+
+    def fingerprint(enabled: bool = True, name: str = f"local-dir:{folder}") -> str:
+        return FeatureCache(tmp_path / "cache", enabled=enabled).weights_fingerprint(build_backbone(name))
+
+    first = fingerprint()
+    assert first == real(build_backbone(f"local-dir:{folder}").model) and len(calls) == 1
+    cache = FeatureCache(tmp_path / "cache")
+    assert fingerprint() == first and len(calls) == 1  # adopted from the memo, not hashed
+    assert (cache.hits, cache.misses) == (0, 0) and cache.describe().endswith("(0 entries, 0.0 MiB)")
+    os.utime(folder / "open_clip_pytorch_model.bin", ns=(1, 1))  # another file identity: hashed again
+    assert fingerprint() == first and len(calls) == 2
+    assert fingerprint(enabled=False) == first and len(calls) == 3  # --no-cache: no memo
+    assert fingerprint(name="tiny-biomedclip") == first and len(calls) == 4  # random weights: no file to key on
+    assert len(list((tmp_path / "cache" / "weights").glob("*.safetensors"))) == 2
+
+
 def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = FeatureCache(tmp_path)
     key = {"kind": "test", "n": 3}
@@ -274,7 +306,11 @@ def test_two_processes_filling_the_same_entry(tmp_path: Path) -> None:
 
 
 def test_encode_batch_size_auto_and_validation(synth_root: Path, tmp_path: Path) -> None:
-    assert make_trainer("CoOp", synth_root, tmp_path / "a").encode_batch_size() == AUTO_ENCODE_BATCH[False] == 8
+    coop = make_trainer("CoOp", synth_root, tmp_path / "a")
+    assert coop.encode_batch_size() == AUTO_ENCODE_BATCH[False] == 4
+    assert coop.encode_pass_size(text=True) == AUTO_TEXT_ENCODE_BATCH[False] == 32  # teacher sentences
+    set_ = make_trainer("CoOp", synth_root, tmp_path / "d", "TRAIN.ENCODE_BATCH_SIZE", "16")
+    assert set_.encode_batch_size() == set_.encode_pass_size(text=True) == 16  # a set value bounds both
     assert make_trainer("MaPLe", synth_root, tmp_path / "b").encode_batch_size() == 0  # a prompted image tower
     with pytest.raises(ValueError, match="TRAIN.ENCODE_BATCH_SIZE must be ≥ 0, or -1 for auto"):
         make_trainer("CoOp", synth_root, tmp_path / "c", "TRAIN.ENCODE_BATCH_SIZE", "-2")

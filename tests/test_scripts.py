@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +35,46 @@ def test_demo_runs_offline_and_prints_a_table(synthlesion_root: Path, tmp_path: 
     assert "](figures/reliability_SynthLesion_K1.png)" in report
     assert (tmp_path / "demo" / "figures" / "reliability_SynthLesion_K1.png").is_file()
 
+
+
+def _benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", Path(__file__).parents[1] / "scripts" / "benchmark.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_warm_column_is_the_median_of_the_repeats() -> None:
+    bench = _benchmark()
+    runs = [{"timings_s": {"to_training_s": t, "steps_s": s}, "peak_rss_mib": m, "process_wall_s": w,
+             "counts": {"steps": 48}, "accuracy": 20.0}
+            for t, s, m, w in [(3.9, 8.0, 1650.0, 48.0), (3.4, 9.0, 1600.0, 47.0), (3.6, 7.0, 1700.0, 50.0)]]
+    med = bench.median_run(runs)
+    assert med["timings_s"] == {"to_training_s": 3.6, "steps_s": 8.0}
+    assert (med["peak_rss_mib"], med["process_wall_s"], med["counts"]) == (1650.0, 48.0, {"steps": 48})
+    assert bench.median_run(runs[:2])["timings_s"]["to_training_s"] == 3.65  # even count: mean of the middle two
+    assert runs[0]["timings_s"]["to_training_s"] == 3.9  # the inputs are left alone
+
+
+def test_benchmark_projection_counts_the_paper_grid() -> None:
+    bench = _benchmark()
+    runs = bench.grid_runs()
+    assert len(runs) == 225  # 11 datasets × 5 shots × 3 seeds + 10 datasets × 3 seeds × (base + novel)
+    assert sum(r["protocol"] == "few_shot" for r in runs) == 165 and sum(not r["trains"] for r in runs) == 30
+    zero = dict.fromkeys(("bank_cold_per_sentence_s", "bank_warm_s", "encode_per_image_s", "step_s",
+                          "per_step_path_step_s", "test_cold_per_image_s", "test_warm_s", "finish_s"), 0.0)
+    assert bench.project({**zero, "run_overhead_s": 2.0}) == {"runs": 225, "ours_s": 450.0,
+                                                              "released_structure_s": 450.0}
+    # one second per training step on the per-step path only: the released structure pays it, ours does not
+    steps = sum(r["epochs"] * max(r["train"] // r["batch"], 1) for r in runs if r["trains"])
+    got = bench.project({**zero, "run_overhead_s": 0.0, "per_step_path_step_s": 1.0})
+    assert got["ours_s"] == 0.0 and got["released_structure_s"] == steps
+
+
+def test_benchmark_rejects_bad_repeats() -> None:
+    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--repeats", "0"], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 2 and "--repeats must be ≥ 1, got 0" in proc.stderr

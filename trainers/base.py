@@ -51,10 +51,11 @@ class ClipTrainer(TrainerBase):
                                   classnames=list(classnames))
 
         def compute() -> dict[str, torch.Tensor]:
+            size = self.encode_pass_size(text=True)
             with torch.no_grad(), self.frozen_autocast():
                 feats, means = encode_prompt_bank(self.backbone, bank, classnames, n_prompts,
                                                   progress=bool(self.cfg.VERBOSE),
-                                                  **({"batch_size": size} if (size := self.encode_pass_size()) else {}))
+                                                  **({"batch_size": size} if size else {}))
             return {"feats": feats.float(), "means": means.float()}
 
         out = self.cached(key, compute, f"teacher prompt bank ({len(classnames)} classes x {n_prompts})")
