@@ -12,6 +12,10 @@ the same entry both succeed (the last rename wins; the contents are equal) and a
 A cache folder that cannot be created or written (read-only, full disk) gives one warning and the run goes on
 uncached: the cache changes speed, never results.
 
+The ``weights/`` sub-folder memoises the backbone's weights fingerprint per weights file identity (path, size,
+modification time, inode, library versions; :meth:`FeatureCache.weights_fingerprint`), so a warm run does not hash
+the weights again.
+
 Folder: ``CACHE.DIR`` if set, else ``$OGKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ogkd-toolkit`` (default
 ``~/.cache/ogkd-toolkit``). ``CACHE.ENABLED False`` (``train.py --no-cache``) bypasses it.
 """
