@@ -9,6 +9,7 @@ vision code in ``vision.py``; the block loop that inserts deep prompts in ``prom
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,14 @@ class Backbone(nn.Module, ABC):
 
             self.__dict__["_weights_fingerprint"] = fingerprint_module(self.model)
         return self.__dict__["_weights_fingerprint"]
+
+    def architecture_digest(self) -> str:
+        """SHA-256 of the model's module tree as printed (layer types and sizes, activations such as QuickGELU vs
+        GELU, dropout rates, norms' eps); memoised. With the weights fingerprint it identifies what the frozen towers
+        compute: a config edit that keeps the weights but changes the computation changes it."""
+        if self.__dict__.get("_architecture_digest") is None:
+            self.__dict__["_architecture_digest"] = hashlib.sha256(repr(self.model).encode()).hexdigest()
+        return self.__dict__["_architecture_digest"]
 
     @property
     def has_weights_fingerprint(self) -> bool:

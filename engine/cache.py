@@ -13,8 +13,8 @@ A cache folder that cannot be created or written (read-only, full disk) gives on
 uncached: the cache changes speed, never results.
 
 The ``weights/`` sub-folder memoises the backbone's weights fingerprint per weights file identity (path, size,
-modification time, inode, library versions; :meth:`FeatureCache.weights_fingerprint`), so a warm run does not hash
-the weights again.
+modification time, inode, architecture, library versions; :meth:`FeatureCache.weights_fingerprint`), so a warm
+run does not hash the weights again.
 
 Folder: ``CACHE.DIR`` if set, else ``$OGKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ogkd-toolkit`` (default
 ``~/.cache/ogkd-toolkit``). ``CACHE.ENABLED False`` (``train.py --no-cache``) bypasses it.
@@ -167,12 +167,13 @@ class FeatureCache:
         return path
 
     def weights_fingerprint(self, backbone: Any) -> str:
-        """``backbone.weights_fingerprint()``, memoised under the identity of the file its weights were loaded from
-        (``backbone.weights_file``: resolved path, size, modification time, inode, plus the library versions that
-        shape the loaded tensors), in the ``weights/`` sub-folder. A later run from the same unchanged file adopts
-        the memo instead of hashing every tensor — 0.3 s for BiomedCLIP, and, with memory-mapped weights, no read
-        of pages the run never uses. Any change to the file changes its identity, so the memo is never stale;
-        without a weights file (random tiny models) or with the cache off, the weights are hashed."""
+        """``backbone.weights_fingerprint()``, memoised in the ``weights/`` sub-folder under the identity of the
+        file its weights were loaded from (``backbone.weights_file``: resolved path, size, modification time,
+        inode), the model's architecture digest and the library versions that shape the loaded tensors. A later run
+        from the same unchanged file adopts the memo instead of hashing every tensor — 0.3 s for BiomedCLIP, and,
+        with memory-mapped weights, no read of pages the run never uses. Any change to the file changes its
+        identity, so the memo is never stale; without a weights file (random tiny models) or with the cache off,
+        the weights are hashed."""
         source = getattr(backbone, "weights_file", None)
         if not self.enabled or source is None or backbone.has_weights_fingerprint:
             return str(backbone.weights_fingerprint())
@@ -184,7 +185,7 @@ class FeatureCache:
 
         key = {"kind": "weights-fingerprint", "file": str(Path(source).resolve()), "size": st.st_size,
                "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "filesystem": st.st_dev,
-               "model": type(backbone.model).__name__, "versions": package_versions()}
+               "architecture": backbone.architecture_digest(), "versions": package_versions()}
         hit = self._read(key, "cpu")  # not a feature hit / miss
         if hit is not None and hit.get("sha256") is not None and hit["sha256"].numel() == 32:
             backbone.adopt_weights_fingerprint(bytes(hit["sha256"].tolist()).hex())

@@ -254,10 +254,11 @@ class TrainerBase:
         raise NotImplementedError
 
     def cache_key(self, kind: str, **parts: Any) -> dict[str, Any]:
-        """A feature-cache key: ``parts`` plus what every frozen-tower output depends on (the backbone's name and
-        weights, the device type, the frozen precision, the library versions)."""
+        """A feature-cache key: ``parts`` plus what every frozen-tower output depends on (the backbone's name,
+        weights and architecture, the device type, the frozen precision, the library versions)."""
         return {"kind": kind, **parts, "backbone": self.cfg.MODEL.BACKBONE.NAME,
-                "weights": self.cache.weights_fingerprint(self.backbone), "device": self.device.type,
+                "weights": self.cache.weights_fingerprint(self.backbone),
+                "architecture": self.backbone.architecture_digest(), "device": self.device.type,
                 "precision": self.frozen_precision, "versions": package_versions()}
 
     def cached(self, key: Callable[[], dict[str, Any]], compute: Callable[[], dict[str, torch.Tensor]],

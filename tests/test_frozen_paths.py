@@ -245,6 +245,31 @@ def test_the_weights_fingerprint_is_memoised_per_unchanged_weights_file(tmp_path
     assert len(list((tmp_path / "cache" / "weights").glob("*.safetensors"))) == 2
 
 
+def test_a_config_edit_that_keeps_the_weights_changes_the_key(tmp_path: Path, synth_root: Path) -> None:
+    """The same weights under an edited config (QuickGELU → GELU) compute other features: the weights fingerprint
+    cannot tell them apart, the architecture digest — part of the feature-cache key — does."""
+    import shutil
+
+    from clip_backbones import build_backbone
+    from clip_backbones.tiny import TINY_BACKBONES
+
+    folders = [tmp_path / "quick", tmp_path / "gelu"]
+    for folder in folders:
+        shutil.copytree(TINY_BACKBONES["tiny-clip"], folder)
+        torch.save(build_backbone("tiny-clip").model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    cfg = json.loads((folders[1] / "open_clip_config.json").read_text())
+    cfg["model_cfg"]["quick_gelu"] = False
+    (folders[1] / "open_clip_config.json").write_text(json.dumps(cfg))
+    shutil.copy2(folders[0] / "open_clip_pytorch_model.bin", folders[1] / "open_clip_pytorch_model.bin")
+    quick, gelu = (build_backbone(f"local-dir:{f}") for f in folders)
+    assert quick.architecture_digest() != gelu.architecture_digest()
+    assert quick.weights_fingerprint() == gelu.weights_fingerprint()  # the weights alone cannot tell them apart
+    t = make_trainer("ZeroshotCLIP", synth_root, tmp_path / "a", "CACHE.DIR", str(tmp_path / "cache"))
+    key = t.cache_key("x")
+    t.backbone = gelu
+    assert t.cache_key("x")["architecture"] != key["architecture"]
+
+
 def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = FeatureCache(tmp_path)
     key = {"kind": "test", "n": 3}
