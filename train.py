@@ -187,20 +187,18 @@ def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = No
 def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any, float]:
     """(the run's backbone, seconds spent building it): from ``backbones`` if it holds this name on this device
     (then 0 s), else built now (and kept there, replacing any other: one backbone in memory)."""
-    from clip_backbones import build_backbone
     from engine.utils import select_device
+    from trainers import build_cfg_backbone
 
-    device = select_device(cfg.USE_CUDA, announce=False)
-    key = (cfg.MODEL.BACKBONE.NAME, str(device))
+    key = (cfg.MODEL.BACKBONE.NAME, str(select_device(cfg.USE_CUDA, announce=False)))
     if backbones is not None and key in backbones:
         logger.info("backbone %s: reused (built earlier in this process)", key[0])
         return backbones[key], 0.0
-    t0 = time.perf_counter()
-    backbone = build_backbone(cfg.MODEL.BACKBONE.NAME, device=device)
+    backbone, seconds = build_cfg_backbone(cfg)
     if backbones is not None:
         backbones.clear()
         backbones[key] = backbone
-    return backbone, time.perf_counter() - t0
+    return backbone, seconds
 
 
 def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None = None,

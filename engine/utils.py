@@ -210,24 +210,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file + rename, so an interrupted save never leaves a truncated checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """``torch.save`` through :func:`atomic_open`, so an interrupted save never leaves a truncated checkpoint."""
     try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise _naming(e, path) from e
+        with atomic_open(path, "wb") as f:
+            torch.save(obj, f)
     except RuntimeError as e:  # torch.save reports a failed write as RuntimeError ("... file write failed")
-        Path(tmp).unlink(missing_ok=True)
         raise OSError(errno.EIO, f"cannot write the checkpoint ({e})", str(path)) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def package_versions() -> dict[str, str]:
