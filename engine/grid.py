@@ -29,6 +29,7 @@ import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import pickle
+import queue
 import shutil
 import signal
 import socket
@@ -36,7 +37,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: how many lines of a failed cell's console.log are shown
 TAIL_LINES = 15
+#: how often (s) an idle worker checks that its coordinator is still alive
+WORKER_POLL_S = 2.0
 
 
 class GridError(RuntimeError):
@@ -247,13 +250,32 @@ def _worker(wid: int, fn_spec: str, tasks: Any, events: Any, owner: str, stale_a
         torch.set_num_threads(threads)
     fn = resolve(fn_spec)
     cache: dict[Any, Any] = {}
+    coordinator = mp.parent_process()
     while True:
-        job = tasks.get()
+        try:
+            job = tasks.get(timeout=WORKER_POLL_S)
+        except queue.Empty:  # not daemonic (see run_local): a worker whose coordinator is gone ends by itself
+            if coordinator is not None and not coordinator.is_alive():
+                return
+            continue
         if job is None:
             return
         run_job(job, fn, cache, f"{owner}/w{wid}", stale_after_s=stale_after_s,
                 report=lambda kind, cell, res: events.send((kind, wid, cell, res)))
         events.send(("idle", wid, None, None))
+
+
+def _stop(procs: Iterable[Any]) -> None:
+    """Terminate the live worker processes (SIGTERM: each unwinds its cell, releasing the lock) and reap them."""
+    procs = list(procs)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
 
 
 def _fmt_s(s: float) -> str:
@@ -372,7 +394,9 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
         try:
             tasks[wid] = ctx.Queue()
             events[wid], send_end = ctx.Pipe(duplex=False)
-            procs[wid] = ctx.Process(target=_worker, name=f"grid-worker-{wid}", daemon=True,
+            # not daemonic: a cell's data loader starts worker processes of its own (DATALOADER.NUM_WORKERS, 8 in
+            # the paper configs), which a daemonic process may not; every way out of run_local stops the workers
+            procs[wid] = ctx.Process(target=_worker, name=f"grid-worker-{wid}", daemon=False,
                                      args=(wid, fn_spec, tasks[wid], send_end, owner, stale_after_s, threads))
             procs[wid].start()
             send_end.close()  # the worker holds it: its death closes the pipe (EOF here)
@@ -437,13 +461,12 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
     except KeyboardInterrupt:
         progress.line("interrupted: stopping the workers (the cells in flight resume from their last epoch "
                       "when the command is run again)", err=True)
-        for p in procs.values():
-            if p.is_alive():
-                p.terminate()
-        for p in procs.values():
-            p.join(timeout=30)
+        _stop(procs.values())
         progress.line(progress.summary())
         return 130
+    except BaseException:
+        _stop(procs.values())
+        raise
     for wid, p in procs.items():
         if p.is_alive():
             tasks[wid].put(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -48,4 +49,32 @@ def synthlesion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("synthlesion")
     make_synthlesion(root, seed=0, check_hashes=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def btmri_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BTMRI tree in the released layout: 4 classes, 30 / 10 / 12 images per class (208 files)."""
+    from PIL import Image
+
+    from datasets.catalogue import get_info
+
+    info = get_info("BTMRI")
+    root = tmp_path_factory.mktemp("real_layout")
+    images = root / "BTMRI" / "BTMRI"
+    split: dict[str, list] = {"train": [], "val": [], "test": []}
+    n = 0
+    for label, cname in enumerate(info.classnames):
+        folder = images / info.class_folder(cname)
+        folder.mkdir(parents=True)
+        for part, count in (("train", 30), ("val", 10), ("test", 12)):
+            for i in range(count):
+                n += 1
+                name = f"image ({n}).jpg" if i % 3 else f"Te-{cname[:2]}_{n:04d}.png"
+                Image.new("L" if i % 2 else "RGB", (8 + i % 5, 8), color=n % 255).save(folder / name)
+                split[part].append([f"{info.class_folder(cname)}/{name}", label, cname])
+    # released split lists are not grouped by class
+    for part in split.values():
+        part.sort(key=lambda e: e[0][::-1])
+    (root / "BTMRI" / "split_BTMRI.json").write_text(json.dumps(split))
     return root

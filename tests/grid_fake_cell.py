@@ -1,7 +1,9 @@
-"""A stand-in for ``train:main`` in the grid runner's tests (no torch): writes a metrics.json, fails or dies."""
+"""A stand-in for ``train:main`` in the grid runner's tests (no torch): writes a metrics.json, fails, dies or starts a
+process of its own (as a data loader with workers does)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -19,6 +21,11 @@ def main(argv: list[str], *, backbones: dict[Any, Any]) -> int:
     if "--fail" in argv:
         print("error: something went wrong")
         return 1
+    if "--child" in argv:
+        child = multiprocessing.Process(target=os.getpid)
+        child.start()
+        child.join()
+        print(f"child process exit code {child.exitcode}")
     if "--die" in argv:
         os.kill(os.getpid(), signal.SIGKILL)
     (out / "metrics.json").write_text(f'{{"accuracy": {backbones["calls"]}.0}}')

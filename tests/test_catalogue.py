@@ -81,30 +81,6 @@ def test_released_ogkd_values_in_configs() -> None:
         20.0, 1.0, 1.25)
 
 
-@pytest.fixture(scope="module")
-def btmri_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A BTMRI tree in the released layout: 4 classes, 30 / 10 / 12 images per class (208 files)."""
-    info = get_info("BTMRI")
-    root = tmp_path_factory.mktemp("real_layout")
-    images = root / "BTMRI" / "BTMRI"
-    split: dict[str, list] = {"train": [], "val": [], "test": []}
-    n = 0
-    for label, cname in enumerate(info.classnames):
-        folder = images / info.class_folder(cname)
-        folder.mkdir(parents=True)
-        for part, count in (("train", 30), ("val", 10), ("test", 12)):
-            for i in range(count):
-                n += 1
-                name = f"image ({n}).jpg" if i % 3 else f"Te-{cname[:2]}_{n:04d}.png"
-                Image.new("L" if i % 2 else "RGB", (8 + i % 5, 8), color=n % 255).save(folder / name)
-                split[part].append([f"{info.class_folder(cname)}/{name}", label, cname])
-    # released split lists are not grouped by class
-    for part in split.values():
-        part.sort(key=lambda e: e[0][::-1])
-    (root / "BTMRI" / "split_BTMRI.json").write_text(json.dumps(split))
-    return root
-
-
 def _cfg(root: Path, shots: int = -1, seed: int = 1, subsample: str = "all"):
     cfg = get_cfg_default()
     merge_from_file(cfg, "configs/datasets/btmri.yaml")

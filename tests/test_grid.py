@@ -3,6 +3,7 @@ bad input, SLURM through submitit's local executor."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -284,6 +285,61 @@ def test_local_workers_progress_failures_and_a_killed_worker(tmp_path: Path, cap
     todo, complete = pending_jobs(fake_jobs(tmp_path / "again", {"a": [""], "b": [""], "c": [""]}), print)
     assert complete == 0 and len(todo) == 3
     assert run_local(todo, fn_spec=fn, workers=1) == 0
+
+
+def test_a_cell_may_start_processes_of_its_own(tmp_path: Path) -> None:
+    """Regression: the workers were daemonic processes, so every cell whose data loader starts workers
+    (DATALOADER.NUM_WORKERS > 0: 8 in the paper configs) failed with "daemonic processes are not allowed to have
+    children"."""
+    from engine.grid import run_local
+
+    jobs = fake_jobs(tmp_path, {"a": ["--child"], "b": ["--child"]})
+    assert run_local(jobs, fn_spec="tests.grid_fake_cell:main", workers=2) == 0
+    for job in "ab":
+        assert run_is_complete(tmp_path / job / "0")
+        assert "child process exit code 0" in (tmp_path / job / "0" / "console.log").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            if f"\nPPid:\t{pid}\n" in status.read_text():
+                out.append(int(status.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie has ended
+    except OSError:
+        return False
+
+
+def test_workers_end_when_their_coordinator_is_killed(tmp_path: Path) -> None:
+    """Workers are not daemonic: when the coordinator is killed (kill -9), an idle worker ends within
+    WORKER_POLL_S and a busy one after its cell, instead of waiting for work forever."""
+    jobs = fake_jobs(tmp_path, {"a": [""], "b": ["--sleep 4"]})
+    cells = tmp_path / "cells.tsv"
+    cells.write_text("".join("\t".join([j.cells[0].label, j.cells[0].label, j.cells[0].out, *j.cells[0].argv]) + "\n"
+                             for j in jobs))
+    code = ("import sys; from engine.grid import read_cells, run_local; "
+            f"sys.exit(run_local(read_cells({str(cells)!r}), fn_spec='tests.grid_fake_cell:main', workers=2))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # a/0 is done: one worker idle, the other in b/0
+        if line.startswith("[1/2]"):
+            break
+    workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "worker processes outlived their coordinator"
 
 
 def test_ctrl_c_stops_the_workers_and_loses_only_the_cell_in_flight(tmp_path: Path) -> None:
