@@ -19,7 +19,7 @@ radius scale, texture amplitude). The pre-training world is ``SOURCE_DOMAIN``; t
     root/SynthLesion/synthlesion_info.json      generator version, seed, domain, counts and content hashes
     root/SynthLesion/prompt_bank.json           {classname: [50 paraphrases]}: the teacher bank of BiomedCoOp / OGKD
 
-Rendering is vectorised float32 numpy over chunks of images and deterministic for a seed: every chunk draws from
+Rendering is vectorised float64 numpy over chunks of images and deterministic for a seed: every chunk draws from
 its own ``numpy.random.Generator`` seeded with (seed, stream, chunk). numpy does not promise identical Generator
 streams across versions, so the content hash of the default dataset (seed 0, target domain) is recorded in
 ``REFERENCE_HASHES`` and checked after rendering: a numpy change that alters the data is an error, not a drift.
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 DATASET_NAME = "SynthLesion"  # registry key = folder name = split-file stem
 IMAGE_SIZE = 64
-GENERATOR_VERSION = 1  # bump when the rendering changes (and re-record REFERENCE_HASHES)
+GENERATOR_VERSION = 2  # bump when the rendering changes (and re-record REFERENCE_HASHES); 2: float64 arithmetic
 N_TRAIN_PER_CLASS = 24  # K = 16 plus spare
 N_VAL_PER_CLASS = 8
 N_TEST_PER_CLASS = 100
@@ -181,8 +181,8 @@ def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
     """[n_out, n_in] matrix of bilinear interpolation weights (upsampling ``x`` is ``M @ x @ M.T``)."""
     pos = np.linspace(0.0, n_in - 1.0, n_out)
     lo = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
-    frac = (pos - lo).astype(np.float32)
-    m = np.zeros((n_out, n_in), np.float32)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in), np.float64)
     m[np.arange(n_out), lo] = 1.0 - frac
     m[np.arange(n_out), lo + 1] = frac
     return m
@@ -190,9 +190,9 @@ def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     """[n, n] row-normalised Gaussian blur matrix (separable smoothing is ``G @ x @ G.T``)."""
-    idx = np.arange(n, dtype=np.float32)
+    idx = np.arange(n, dtype=np.float64)
     g = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sigma) ** 2)
-    return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
+    return g / g.sum(axis=1, keepdims=True)
 
 
 _COARSE = 5  # control points per side of the background field
@@ -204,7 +204,10 @@ _MAX_SPIKES = 11
 def render(codes: np.ndarray, rng: np.random.Generator, domain: AcquisitionDomain = SOURCE_DOMAIN) -> np.ndarray:
     """Render lesion images for attribute codes ``[N, 5]`` (``ATTRIBUTE_NAMES`` order) as uint8 ``[N, 64, 64]``.
 
-    All randomness comes from ``rng`` in a fixed order, so equal (codes, rng state, domain) give equal pixels.
+    All randomness comes from ``rng`` in a fixed order, so equal (codes, rng state, domain) give equal pixels. The
+    arithmetic is float64: float32 transcendental functions (exp, sin, hypot, …) and matrix products differ in their
+    last bits between CPUs (numpy's SIMD level, the BLAS kernel), which flipped a few pixels' rounding (generator
+    version 1 rendered differently on AVX2 and AVX-512 machines); float64 leaves ~1e-13 of headroom per pixel.
     """
     codes = np.asarray(codes, dtype=np.int64)
     n = codes.shape[0]
@@ -216,33 +219,33 @@ def render(codes: np.ndarray, rng: np.random.Generator, domain: AcquisitionDomai
 
 def _render_chunk(codes: np.ndarray, rng: np.random.Generator, d: AcquisitionDomain) -> np.ndarray:
     n = codes.shape[0]
-    f32 = np.float32
+    f32, f64 = np.float32, np.float64
     shape, margin, texture, bright, size = (codes[:, i][:, None, None] for i in range(5))
 
     def u(low: float, high: float, *extra: int) -> np.ndarray:
-        return rng.uniform(low, high, size=(n, *extra)).astype(f32)
+        return rng.uniform(low, high, size=(n, *extra))
 
     # every draw happens for every image (fixed order), whatever its attributes
     background = u(0.42, 0.58)[:, None, None]
     coarse = u(-1.0, 1.0, _COARSE, _COARSE)
-    centre = u(-1.0, 1.0, 2) * f32(d.jitter) + f32((IMAGE_SIZE - 1) / 2)
+    centre = u(-1.0, 1.0, 2) * d.jitter + (IMAGE_SIZE - 1) / 2
     rotation = u(0.0, 2 * np.pi)[:, None, None]
-    radius = np.where(size == 0, u(7.0, 9.5)[:, None, None], u(13.0, 17.0)[:, None, None]) * f32(d.radius_scale)
+    radius = np.where(size == 0, u(7.0, 9.5)[:, None, None], u(13.0, 17.0)[:, None, None]) * d.radius_scale
     aspect = u(1.9, 2.5)[:, None, None]
     harm_amp = u(0.08, 0.18, 4)
     harm_phase = u(0.0, 2 * np.pi, 4)
     n_spikes = rng.integers(7, 12, size=n)
     spike_angle = u(0.0, 2 * np.pi, _MAX_SPIKES)
     spike_len = u(0.6, 0.9)[:, None, None]
-    edge = np.where(margin == 0, f32(0.6), u(2.8, 3.8)[:, None, None])
-    offset = u(0.22, 0.32)[:, None, None] * np.where(bright == 0, f32(1.0), f32(-1.0))
-    speckle_noise = rng.standard_normal((n, IMAGE_SIZE, IMAGE_SIZE), dtype=f32)
+    edge = np.where(margin == 0, 0.6, u(2.8, 3.8)[:, None, None])
+    offset = u(0.22, 0.32)[:, None, None] * np.where(bright == 0, 1.0, -1.0)
+    speckle_noise = rng.standard_normal((n, IMAGE_SIZE, IMAGE_SIZE), dtype=f32).astype(f64)
     stripe_period = u(5.0, 6.5)[:, None, None]
     stripe_dir = u(0.0, np.pi)[:, None, None]
     stripe_phase = u(0.0, 2 * np.pi)[:, None, None]
-    pixel_noise = rng.standard_normal((n, IMAGE_SIZE, IMAGE_SIZE), dtype=f32)
+    pixel_noise = rng.standard_normal((n, IMAGE_SIZE, IMAGE_SIZE), dtype=f32).astype(f64)
 
-    yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(f32)
+    yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(f64)
     dx = xx[None] - centre[:, 0, None, None]
     dy = yy[None] - centre[:, 1, None, None]
     rho = np.hypot(dx, dy)
@@ -253,7 +256,7 @@ def _render_chunk(codes: np.ndarray, rng: np.random.Generator, d: AcquisitionDom
     oval = shape[:, 0, 0] == 1
     if oval.any():
         r, a, p = radius[oval], aspect[oval], phi[oval]
-        major, minor = r * a ** f32(0.35), r * a ** f32(-0.65)
+        major, minor = r * a ** 0.35, r * a ** -0.65
         boundary[oval] = major * minor / np.sqrt((minor * np.cos(p)) ** 2 + (major * np.sin(p)) ** 2)
     irregular = shape[:, 0, 0] == 2
     if irregular.any():
@@ -266,7 +269,7 @@ def _render_chunk(codes: np.ndarray, rng: np.random.Generator, d: AcquisitionDom
         p = phi[spiculated][:, None]
         diff = np.abs(np.mod(p - spike_angle[spiculated][:, :, None, None] + np.pi, 2 * np.pi) - np.pi)
         active = np.arange(_MAX_SPIKES)[None, :, None, None] < n_spikes[spiculated][:, None, None, None]
-        spikes = np.where(active, np.clip(1.0 - diff / f32(0.13), 0.0, 1.0) ** 2, f32(0.0)).max(axis=1)
+        spikes = np.where(active, np.clip(1.0 - diff / 0.13, 0.0, 1.0) ** 2, 0.0).max(axis=1)
         r = radius[spiculated]
         boundary[spiculated] = 0.7 * r + spike_len[spiculated] * r * spikes
     # soft edge: the 10–90 % rise spans ~2.2 edge widths
@@ -274,17 +277,17 @@ def _render_chunk(codes: np.ndarray, rng: np.random.Generator, d: AcquisitionDom
 
     # texture inside the lesion, signed against the lesion's own offset
     smooth = _BLUR @ speckle_noise @ _BLUR.T
-    smooth /= smooth.std(axis=(1, 2), keepdims=True) + f32(1e-6)
-    speckle = (smooth > 1.0).astype(f32) - f32(0.16)
+    smooth /= smooth.std(axis=(1, 2), keepdims=True) + 1e-6
+    speckle = (smooth > 1.0).astype(f64) - 0.16
     angle = 2 * np.pi * (xx[None] * np.cos(stripe_dir) + yy[None] * np.sin(stripe_dir)) / stripe_period
     stripes = np.sin(angle + stripe_phase)
-    amp = f32(d.texture_amplitude)
-    tex = np.select([texture == 1, texture == 2], [0.22 * amp * speckle, 0.12 * amp * stripes], f32(0.0))
+    amp = d.texture_amplitude
+    tex = np.select([texture == 1, texture == 2], [0.22 * amp * speckle, 0.12 * amp * stripes], 0.0)
     lesion = offset - np.sign(offset) * tex
 
-    field = background + f32(d.background_variation) * (_UPSAMPLE @ coarse @ _UPSAMPLE.T)
-    img = field + mask * lesion + f32(d.noise) * pixel_noise
-    img = np.clip(f32(0.5) + f32(d.contrast) * (img - f32(0.5)), 0.0, 1.0) ** f32(d.gamma)
+    field = background + d.background_variation * (_UPSAMPLE @ coarse @ _UPSAMPLE.T)
+    img = field + mask * lesion + d.noise * pixel_noise
+    img = np.clip(0.5 + d.contrast * (img - 0.5), 0.0, 1.0) ** d.gamma
     return np.round(img * 255.0).astype(np.uint8)
 
 
@@ -420,12 +423,14 @@ def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-# Content hashes of the default dataset (seed 0, TARGET_DOMAIN, default counts, GENERATOR_VERSION 1), recorded
-# with numpy 2.4.6. A mismatch means this numpy draws different streams (or the renderer changed).
+# Content hashes of the default dataset (seed 0, TARGET_DOMAIN, default counts, GENERATOR_VERSION 2), recorded
+# with numpy 2.4.6 and checked equal on one x86-64 CPU with numpy's SIMD dispatch at X86_V2 and X86_V3 and OpenBLAS
+# kernels Nehalem, Sandybridge and Haswell, under Python 3.11 and 3.12. A mismatch means this numpy draws different
+# streams (or the renderer changed).
 REFERENCE_HASHES: dict[str, str] = {
-    "train": "3018a9fce153c8b6f7d665c4894727028f02828ebae66ba91e1b4749eb703808",
-    "val": "7391615f87a2e0e5eb05e761a06cd78b1ecb5b3a417b0619b2c6e94ca15fa667",
-    "test": "de4b3233c717aa53cdc1fdf708cd14f1801b41bc008c90e10848e1800e009d10",
+    "train": "b6ada3aacf01999af37072fe2d0c79d4270a79391d80cf4b8f113a66ef3b728f",
+    "val": "09f43b443d114bf13613c02ccde0dd39698127ec1ef7a3663cdfc34deb5df801",
+    "test": "a27d4fbcb5dfc6ff7a8d4a70f9199caa6301584782f904e4b9ed1023132fd181",
     "split_file": "ff795261f54d448a313293ca8de6fdd9bab22db4c5c3e6cbafac6348d99e1d07",
 }
 

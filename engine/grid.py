@@ -472,6 +472,7 @@ def run_local(jobs: Sequence[Job], *, fn_spec: str = "train:main", gpus: Sequenc
             tasks[wid].put(None)
     for p in procs.values():
         p.join(timeout=60)
+    _stop(procs.values())  # one that did not end (workers are not daemonic: the interpreter would wait for it)
     progress.line(progress.summary())
     return 1 if progress.counts["failed"] else 0
 
