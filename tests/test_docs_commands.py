@@ -379,3 +379,34 @@ def test_unmarked_commands_run(block: Block, sandbox: Path) -> None:
                         "<!-- docs-test: skip (reason) --> or make it faster")
         output = r.stdout[-2000:] + r.stderr[-2000:]
         assert r.returncode == 0, f"{block.where}: `{command}` exited {r.returncode}:\n{output}"
+
+
+# ---------------------------------------------------------------------------------------------------- the links
+LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens (fenced code ignored)."""
+    anchors, fence = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("doc", DOC_FILES, ids=[str(p.relative_to(REPO)) for p in DOC_FILES])
+def test_links_point_to_files_and_headings(doc: Path) -> None:
+    broken = []
+    for target in LINK_RE.findall(doc.read_text(encoding="utf-8")):
+        if re.match(r"^[a-z]+:", target):
+            continue  # http(s), mailto: not checked (offline)
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve() if file else doc
+        if not path.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+            broken.append(f"{target}: no heading with that anchor")
+    assert not broken, f"{doc.relative_to(REPO)}: " + "; ".join(broken)
