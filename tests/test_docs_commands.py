@@ -410,3 +410,31 @@ def test_links_point_to_files_and_headings(doc: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{target}: no heading with that anchor")
     assert not broken, f"{doc.relative_to(REPO)}: " + "; ".join(broken)
+
+
+# ---------------------------------------------------------------------------------------------------- spec citations
+CITE_RE = re.compile(r"(?:SPEC|docs/spec\.md) (§.*)")
+SECTION_RE = re.compile(r"§\s*(\d+(?:\.\d+)?)|[–-]\s*(\d+\.\d+)")
+
+
+def spec_sections() -> set[str]:
+    heads = re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", (REPO / "docs" / "spec.md").read_text(encoding="utf-8"), re.M)
+    return set(heads)
+
+
+def test_every_spec_citation_in_the_code_names_a_section_of_docs_spec_md() -> None:
+    """``SPEC §2.3`` (or ``docs/spec.md §2.3``) in a .py / .sh / .yaml file must be a numbered heading of the spec."""
+    sections = spec_sections()
+    assert {"1.0", "1.13", "2", "2.7", "3.2", "4.3", "7"} <= sections
+    missing, cited = [], 0
+    for ext in ("*.py", "*.sh", "*.yaml"):
+        for path in REPO.rglob(ext):
+            if {"output", "data", ".git", ".venv"} & set(path.relative_to(REPO).parts):
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                for tail in CITE_RE.findall(line):
+                    for a, b in SECTION_RE.findall(tail):
+                        cited += 1
+                        if (a or b) not in sections:
+                            missing.append(f"{path.relative_to(REPO)}:{n}: §{a or b}")
+    assert cited > 0 and not missing, missing
