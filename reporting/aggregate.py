@@ -21,6 +21,7 @@ from reporting.text import (
     _seeds,
     _shot_key,
     _shots,
+    _tex,
 )
 
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -31,16 +32,47 @@ PARTS = ("base", "novel", "HM")
 
 
 @dataclass(frozen=True)
+class Published:
+    """A published value shown beside a measured cell (``summarize.py --reference``): the value, and either the
+    difference measured − published with whether it exceeds seed noise (None: not judged, e.g. one seed), or why the
+    cell is not compared."""
+
+    value: float
+    difference: float | None = None
+    beyond_noise: bool | None = None
+    why_not: str = ""
+    against: str = ""  # when the compared measured value is not the cell's (e.g. "mean of dataset HMs 66.10")
+
+    def markdown(self) -> str:
+        head = f" [pub {self.value:.2f}" + (f" vs {self.against}" if self.against else "")
+        if self.difference is None:
+            return f"{head}; {self.why_not or 'not compared'}]"
+        return f"{head}; Δ {self.difference:+.2f}{' !' if self.beyond_noise else ''}]"
+
+    def latex(self) -> str:
+        head = f" [pub.\\ {self.value:.2f}" + (f" vs {_tex(self.against)}" if self.against else "")
+        if self.difference is None:
+            return f"{head}; {_tex(self.why_not or 'not compared')}]"
+        sign = "+" if self.difference >= 0 else "$-$"
+        mark = " \\textbf{!}" if self.beyond_noise else ""
+        return f"{head}; $\\Delta$ {sign}{abs(self.difference):.2f}{mark}]"
+
+
+@dataclass(frozen=True)
 class Cell:
     """One displayed number: a mean (None: no run), its std (None: shown without ±), the expected seeds it lacks,
-    and for an Average over only some datasets (n_used, n_total)."""
+    for an Average over only some datasets (n_used, n_total), and a published value beside it (``--reference``)."""
 
     mean: float | None = None
     std: float | None = None
     missing: tuple[int, ...] = ()
     partial: tuple[int, int] | None = None
+    published: Published | None = None
 
     def markdown(self) -> str:
+        return self._markdown() + (self.published.markdown() if self.published else "")
+
+    def _markdown(self) -> str:
         if self.partial is not None:
             return _average_text(self.mean, *self.partial)
         if self.mean is None:
@@ -49,6 +81,9 @@ class Cell:
         return text + _missing_mark(self.missing)
 
     def latex(self, bold: bool = False) -> str:
+        return self._latex(bold) + (self.published.latex() if self.published else "")
+
+    def _latex(self, bold: bool = False) -> str:
         text = "---" if self.mean is None else f"{self.mean:.2f}"
         if bold and self.mean is not None:
             text = f"\\textbf{{{text}}}"
@@ -355,3 +390,28 @@ def build_grids(runs: Sequence[Run], metrics: Sequence[str],
         for metric in metrics:
             grids += base2novel_grids(b2n, metric, expected, from_cli=bool(seeds), show_backbone=show_backbone)
     return grids, warnings
+
+
+SeedKey = tuple[str, str, str, "str | None", int, str]  # (protocol, dataset, trainer, backbone, K, part)
+
+
+def seed_values(runs: Sequence[Run], metric: str,
+                seeds: Collection[int] | None = None) -> dict[SeedKey, dict[int, float]]:
+    """The per-seed values behind every cell: ``{(protocol, dataset, trainer, backbone, K, part): {seed: value}}``
+    with part ``""`` for few-shot and base / novel / HM for base-to-novel (a seed counts only when both its base and
+    its new run exist, as in the tables; its HM is the HM of that seed's base and novel). ``seeds``: only these."""
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    halves: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: {"base": {}, "new": {}})
+    for r in runs:
+        if metric not in r.values or (seeds is not None and r.seed not in seeds):
+            continue
+        if r.subsample == "all":
+            out[("fewshot", r.dataset, r.trainer, r.backbone, r.shots, "")][r.seed] = r.values[metric]
+        else:
+            halves[(r.dataset, r.trainer, r.backbone, r.shots)][r.subsample][r.seed] = r.values[metric]
+    for (dataset, t, b, k), h in halves.items():
+        for s in sorted(set(h["base"]) & set(h["new"])):
+            base, novel = h["base"][s], h["new"][s]
+            for part, v in zip(PARTS, (base, novel, harmonic_mean(base, novel))):
+                out[("base2novel", dataset, t, b, k, part)][s] = v
+    return dict(out)

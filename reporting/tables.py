@@ -144,7 +144,7 @@ def _csv_rounded(cell: Cell) -> Cell:
     """The cell with mean and std as in the CSV (4 decimals): this layout has always shown the CSV's numbers."""
     def r(x: float | None) -> float | None:
         return None if x is None else float(f"{x:.4f}")
-    return Cell(r(cell.mean), r(cell.std), cell.missing, cell.partial)
+    return Cell(r(cell.mean), r(cell.std), cell.missing, cell.partial, cell.published)
 
 
 def trainer_tables(grid: Grid, order: Sequence[str] = ()) -> list[Table]:

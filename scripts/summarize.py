@@ -108,6 +108,13 @@ from reporting.aggregate import (  # noqa: E402, F401
     mean_std,
     training_free,
 )
+from reporting.references import (  # noqa: E402
+    ReferenceFileError,
+    annotate,
+    coverage,
+    load_reference,
+    reproduction_section,
+)
 from reporting.report import write_report  # noqa: E402
 from reporting.runs import ALL_SHOTS, METRICS, SUBSAMPLES, Run, load_runs  # noqa: E402, F401
 from reporting.tables import (  # noqa: E402, F401
@@ -156,11 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", action="store_true",
                    help="also draw the figures (scripts/plot.py; PNG + PDF in OUTPUT_ROOT/figures) and write "
                         "OUTPUT_ROOT/report.md, the tables with the figures embedded")
+    p.add_argument("--reference", metavar="NAME",
+                   help="published numbers to hold the runs against: references/NAME.yaml (e.g. biomedcoop-cvpr25) "
+                        "or a path to such a file. Every table gains '[pub X; Δ d]' beside the cells the reference "
+                        "has, '!' where |Δ| exceeds 2 × the std over seeds; with --plots, report.md gains a "
+                        "reproduction section (docs/comparing.md)")
     args = p.parse_args(argv)
     root: Path = args.output_root
     if not root.is_dir():
         print(f"error: {root} is not a folder", file=sys.stderr)
         return 2
+    reference = None
+    if args.reference:
+        try:
+            reference = load_reference(args.reference)
+        except ReferenceFileError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     metrics = list(dict.fromkeys(args.metrics))
     seeds = sorted(set(args.seeds)) if args.seeds else None
 
@@ -187,11 +206,23 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"warning: --order names trainers with no run: {', '.join(unknown)}", file=sys.stderr)
 
+    sections = []
+    if reference is not None:
+        grids, comparisons = annotate(grids, runs, reference, seeds)
+        unknown, unrun = coverage(reference, runs)
+        if unknown:
+            print(f"note: no published value in {reference.name} for: {', '.join(unknown)}", file=sys.stderr)
+        if unrun:
+            print(f"note: {reference.name} methods with no run here: {', '.join(unrun)}", file=sys.stderr)
+        if not comparisons:
+            print(f"note: no cell of these runs ({', '.join(metrics)}) has a published value in {reference.name} "
+                  f"({reference.metric}; {', '.join(reference.protocols)})", file=sys.stderr)
+        sections.append(reproduction_section(reference, comparisons, runs))
     shown = layout_tables(grids, args.layout, args.order)
     text = markdown_document(shown)
     written = write_tables(root, grids, shown, args.formats)
     if args.plots:
-        names, problems = write_report(root, runs, text, order=args.order, seeds=seeds)
+        names, problems = write_report(root, runs, text, order=args.order, seeds=seeds, sections=sections)
         for w in problems:
             print(f"warning: {w}", file=sys.stderr)
         written += names
