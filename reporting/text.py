@@ -61,7 +61,8 @@ def _seed_note(expected: Sequence[int], from_cli: bool) -> str:
 _TEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "%": r"\%", "#": r"\#",
         "_": r"\_", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$", ">": r"$>$",
         "±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "–": "--", "·": r"$\cdot$", "∈": r"$\in$", "…": r"\ldots{}",
-        "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$", "§": r"\S{}"}
+        "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$", "§": r"\S{}",
+        "Δ": r"$\Delta$", "−": r"$-$", "|": r"$|$"}
 
 
 def _tex(text: str) -> str:

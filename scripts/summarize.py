@@ -76,6 +76,18 @@ diagrams, confusion matrices; PNG and PDF in OUTPUT_ROOT/figures) and writes OUT
 tables followed by every PNG figure embedded (``![…](figures/….png)``). A figure that cannot be drawn is a warning;
 the tables are written all the same.
 
+``--reference NAME`` holds the runs against published numbers (references/NAME.yaml, e.g. ``biomedcoop-cvpr25``, or
+a path to such a file; reporting/references.py, docs/comparing.md). Every table gains, beside each cell the reference
+has (and only those), ``[pub X; Δ d]``: the published value and Δ = measured − published, with ``!`` where |Δ| exceeds
+2 × the population std over seeds of the measured value (recomputed per seed as the cell is computed; not judged with
+one seed). Average rows are compared only when the runs cover the reference's datasets, each with every expected seed
+(else ``[pub X; other datasets]`` or ``[pub X; incomplete]``). Base-to-novel HM of the Average row: compared with the
+mean of the dataset HMs when the reference's HM average was made that way (``vs mean of dataset HMs …``), else with
+the cell. Footnotes name the source and the rule; the CSV / JSON rows gain ``published``, ``difference``,
+``noise_std``, ``beyond_noise`` (base-to-novel: prefixed ``base_`` / ``novel_`` / ``hm_``). With ``--plots``,
+report.md gains a reproduction section: per trainer how far the runs are from the published numbers and the cells
+to look at first.
+
 Only tables with data are written. An unreadable or malformed metrics.json is skipped with a warning naming the file.
 
 Exit status: 0 tables written; 1 no metrics.json (or no usable run) under OUTPUT_ROOT; 2 OUTPUT_ROOT is not a folder
