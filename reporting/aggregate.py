@@ -22,6 +22,7 @@ from reporting.text import (
     _shot_key,
     _shots,
     _tex,
+    signed,
 )
 
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -47,15 +48,14 @@ class Published:
         head = f" [pub {self.value:.2f}" + (f" vs {self.against}" if self.against else "")
         if self.difference is None:
             return f"{head}; {self.why_not or 'not compared'}]"
-        return f"{head}; Δ {self.difference:+.2f}{' !' if self.beyond_noise else ''}]"
+        return f"{head}; Δ {signed(self.difference)}{' !' if self.beyond_noise else ''}]"
 
     def latex(self) -> str:
         head = f" [pub.\\ {self.value:.2f}" + (f" vs {_tex(self.against)}" if self.against else "")
         if self.difference is None:
             return f"{head}; {_tex(self.why_not or 'not compared')}]"
-        sign = "+" if self.difference >= 0 else "$-$"
         mark = " \\textbf{!}" if self.beyond_noise else ""
-        return f"{head}; $\\Delta$ {sign}{abs(self.difference):.2f}{mark}]"
+        return f"{head}; $\\Delta$ {signed(self.difference).replace('-', '$-$')}{mark}]"
 
 
 @dataclass(frozen=True)

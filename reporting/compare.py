@@ -25,7 +25,7 @@ import numpy as np
 from reporting import stats
 from reporting.aggregate import PARTS, harmonic_mean, seed_values
 from reporting.runs import Run
-from reporting.text import _seeds, _shot_key, _shots, _tex
+from reporting.text import _seeds, _shot_key, _shots, _tex, signed
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def compare(runs: Sequence[Run], a: str, b: str, metric: str = "accuracy", *, se
 
 # ---------------------------------------------------------------------------------------------------- rendering
 def _ci(ci: tuple[float, float] | None) -> str:
-    return "—" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    return "—" if ci is None else f"[{signed(ci[0])}, {signed(ci[1])}]"
 
 
 def method_text(cmp: Comparison) -> str:
@@ -189,7 +189,7 @@ def _protocols(cmp: Comparison) -> list[tuple[str, list[Block]]]:
 
 
 def _summary_rows(blocks: Sequence[Block]) -> list[list[str]]:
-    return [[blk.setting, str(len(blk.per_dataset)), str(blk.n_cells), f"{blk.difference:+.2f}", _ci(blk.ci),
+    return [[blk.setting, str(len(blk.per_dataset)), str(blk.n_cells), signed(blk.difference), _ci(blk.ci),
              blk.wilcoxon.text(), " / ".join(map(str, blk.wtl))] for blk in blocks]
 
 
@@ -201,7 +201,7 @@ def _dataset_rows(blocks: Sequence[Block]) -> tuple[list[str], list[list[str]]]:
         row = [ds]
         for blk in blocks:
             hit = next((d for d in blk.per_dataset if d.dataset == ds), None)
-            row.append("—" if hit is None else f"{hit.difference:+.2f} {_ci(hit.ci)} ({hit.n_seeds})")
+            row.append("—" if hit is None else f"{signed(hit.difference)} {_ci(hit.ci)} ({hit.n_seeds})")
         rows.append(row)
     return header, rows
 

@@ -28,7 +28,7 @@ import yaml
 
 from reporting.aggregate import AVERAGE, PARTS, Cell, Grid, Published, harmonic_mean, seed_values
 from reporting.runs import Run
-from reporting.text import _shots
+from reporting.text import _shots, signed
 
 REFERENCES_DIR = Path(__file__).resolve().parents[1] / "references"
 PROTOCOLS = ("fewshot", "base2novel")
@@ -114,8 +114,10 @@ def load_reference(name: str | Path) -> Reference:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ReferenceFileError(f"{path}: unreadable YAML ({first})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or (str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise ReferenceFileError(f"{path}: unreadable YAML{where} ({what}; quote a text that holds ': ')") from None
     if not isinstance(data, dict):
         raise ReferenceFileError(f"{path}: not a YAML mapping")
     trainers = data.get("trainers") or {}
@@ -286,13 +288,16 @@ def _annotate_grid(g: Grid, sv: dict, ref: Reference, proto: Protocol,
     runs_backbones = sorted({b or "unknown" for _, b in g.trainers()})
     if runs_backbones != [ref.backbone]:
         notes.append(f"The reference was measured on {ref.backbone}; these runs on {', '.join(runs_backbones)}.")
-    if same_datasets:
-        notes.append(f"Average rows compared: the runs cover the reference's {len(proto.datasets)} datasets "
-                     f"(its averages: {proto.average}).")
+    has_average = any(c.dataset == AVERAGE for c in made)
+    if not has_average:
+        pass
+    elif same_datasets:
+        notes.append(f"Average rows compared: the runs cover the reference's datasets ({', '.join(proto.datasets)}; "
+                     f"its averages: {proto.average}).")
     else:
         notes.append(f"Average rows not compared: the reference averages over {len(proto.datasets)} datasets "
                      f"({', '.join(proto.datasets)}); these runs cover {', '.join(g.datasets)}.")
-    if g.protocol == "base2novel":
+    if g.protocol == "base2novel" and has_average:
         if proto.hm_average == "mean-of-dataset-hms":
             notes.append("HM of the Average row: the published HM average is the mean of the per-dataset HMs, so it is "
                          "compared with the mean of these runs' dataset HMs (shown after 'vs'), not with the HM of the "
@@ -380,21 +385,24 @@ def reproduction_section(ref: Reference, comparisons: Sequence[Comparison], runs
             worst = max(done, key=lambda c: abs(c.difference), default=None)
             lines.append(
                 f"| {t} ({cs[0].published_as}) | {len(done)} | "
-                + (f"{np.mean(diffs):+.2f} | {np.mean(np.abs(diffs)):.2f} | {worst.difference:+.2f} "
+                + (f"{signed(float(np.mean(diffs)))} | {np.mean(np.abs(diffs)):.2f} | {signed(worst.difference)} "
                    f"({worst.setting()}) | " if done else "— | — | — | ")
                 + f"{sum(bool(c.beyond_noise) for c in done)} | {len(cs) - len(done)} |")
         lines.append("")
     else:
         lines += ["No cell of these runs has a published value in this reference.", ""]
     if judged:
-        lines += ["## Cells to look at first", ""]
+        beyond = sum(bool(c.beyond_noise) for c in judged)
+        lines += ["## Cells to look at first", "",
+                  f"{beyond} of the {len(judged)} compared cells differ beyond seed noise; listed first, then the "
+                  f"others by |Δ|.", ""]
         ranked = sorted(judged, key=lambda c: (not c.beyond_noise, -abs(c.difference)))
         for c in ranked[:top]:
             noise = ("noise not judged (fewer than 2 seeds)" if c.noise_std is None
                      else f"seed std {c.noise_std:.2f}{', beyond noise' if c.beyond_noise else ''}")
             lines.append(f"- {c.trainer}, {c.setting()}: measured {c.measured:.2f}"
                          f"{'' if c.measured_as == 'cell' else f' ({c.measured_as})'} vs published {c.published:.2f} "
-                         f"(Δ {c.difference:+.2f}; {noise}; {c.n_seeds} seeds)")
+                         f"(Δ {signed(c.difference)}; {noise}; {c.n_seeds} seeds)")
         lines.append("")
     skipped = [c for c in comparisons if c.difference is None]
     unknown, unrun = coverage(ref, runs)

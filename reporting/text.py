@@ -65,6 +65,12 @@ _TEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&
         "Δ": r"$\Delta$", "−": r"$-$", "|": r"$|$"}
 
 
+def signed(x: float) -> str:
+    """``+1.25`` / ``-0.40`` with 2 decimals; a value that prints as zero is ``+0.00`` (never ``-0.00``)."""
+    r = round(x, 2)
+    return f"{(0.0 if r == 0 else r):+.2f}"
+
+
 def _tex(text: str) -> str:
     """Plain text (names, titles, footnotes) as LaTeX text: specials escaped, the symbols used here as commands."""
     return "".join(_TEX.get(c, c) for c in text)

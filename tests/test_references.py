@@ -113,6 +113,10 @@ def test_malformed_row_is_one_line_naming_the_file_and_row(tmp_path: Path, capsy
     assert summarize.main([str(tmp_path / "runs"), "--reference", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and "row 2" in err[0]
+    unquoted = tmp_path / "unquoted.yaml"
+    unquoted.write_text("name: x\nsource: Table 2: page 6\n", encoding="utf-8")
+    with pytest.raises(ReferenceFileError, match=r"unquoted\.yaml: unreadable YAML at line 2 "):
+        load_reference(unquoted)
     assert summarize.main([str(tmp_path / "runs"), "--reference", "no-such-source"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-source.yaml" in err[0] and "biomedcoop-cvpr25" in err[0]
@@ -148,7 +152,7 @@ def test_reference_values_differences_and_the_noise_mark(tmp_path: Path, capsys:
     assert _cell(acc, "Alpha", "LinearProbe K=16") == "52.00 ± 0.82 [pub 51.00; Δ +1.00]"
     assert _cell(acc, "Alpha", "OGKD K=16") == "80.00 ± 0.00"  # only cells the reference has
     text = (root / "summary.md").read_text(encoding="utf-8")
-    assert "Average rows compared: the runs cover the reference's 2 datasets" in text
+    assert "Average rows compared: the runs cover the reference's datasets (Alpha, Beta;" in text
     assert "2 × the population std over seeds" in text
     records = json.loads((root / "summary.json").read_text())
     alpha = next(r for r in records if (r["dataset"], r["trainer"]) == ("Alpha", "CoOp"))
