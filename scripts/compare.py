@@ -48,9 +48,10 @@ def _formats(text: str) -> list[str]:
 
 def resolve(name: str, trainers: set[str]) -> tuple[str | None, str]:
     """The trainer with runs that ``name`` means (itself, or a published name in a reference's trainer map), and a
-    note when mapped; (None, "") when nothing matches."""
+    note when mapped; (None, how to name ``name`` in an error) when no trainer with runs matches."""
     if name in trainers:
         return name, ""
+    known = []
     for ref_name in available():
         try:
             ref = load_reference(ref_name)
@@ -59,7 +60,9 @@ def resolve(name: str, trainers: set[str]) -> tuple[str | None, str]:
         mapped = ref.trainers.get(name)
         if mapped in trainers:
             return mapped, f"note: {name!r} is {mapped} (trainer map of {ref.name})"
-    return None, ""
+        if mapped:
+            known.append(f"{mapped} in {ref.name}'s trainer map")
+    return None, f"{name!r} (= {', '.join(known)})" if known else repr(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in dict.fromkeys(names):
         got, note = resolve(name, trainers)
         if got is None:
-            unknown.append(name)
+            unknown.append(note)
         else:
             resolved[name] = got
             if note:
                 print(note, file=sys.stderr)
     if unknown:
-        print(f"error: no run of trainer {', '.join(map(repr, unknown))} under {root} (not in any reference's "
-              f"trainer map either); trainers with runs: {', '.join(sorted(trainers))}", file=sys.stderr)
+        print(f"error: no run of trainer {', '.join(unknown)} under {root}; trainers with runs: "
+              f"{', '.join(sorted(trainers))}", file=sys.stderr)
         return 1
     b = resolved[args.b]
     pairs = [(t, b) for t in sorted(trainers - {b})] if args.all else [(resolved[args.a], b)]
