@@ -38,3 +38,26 @@ def test_no_import_circle_between_the_scripts() -> None:
 
     for module in ("runs", "text", "aggregate", "tables", "figures", "report"):
         importlib.import_module(f"reporting.{module}")
+
+
+def test_a_layout_added_to_the_registry_is_a_summarize_option(tmp_path: Path) -> None:
+    """Layouts are a registry: one entry makes ``--layout NAME`` work (e.g. the planned ablation / backbones)."""
+    import importlib.util
+
+    from reporting import tables
+
+    spec = importlib.util.spec_from_file_location("summarize_cli", GOLDEN.parents[2] / "scripts" / "summarize.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    root = reporting_grid.build(tmp_path / "grid")
+
+    def only_averages(grid: tables.Grid, order):
+        return [t for t in tables.trainer_tables(grid, order) if t.title.endswith("— Average")]
+
+    tables.LAYOUTS["averages"] = only_averages
+    try:
+        assert cli.main([str(root), "--metrics", "accuracy", "--layout", "averages"]) == 0
+    finally:
+        del tables.LAYOUTS["averages"]
+    titles = [s.splitlines()[0] for s in (root / "summary.md").read_text(encoding="utf-8").split("## ")[1:]]
+    assert titles == ["Few-shot: accuracy (%) — Average", "Base-to-novel: accuracy (%), K=16 — Average"]
