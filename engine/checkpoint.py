@@ -32,13 +32,17 @@ CHECKPOINT_PREFIX = "model.pth.tar-"
 BEST_CHECKPOINT = "model-best.pth.tar"
 #: config keys that change neither what a run learns nor its numbers: a run may resume across them
 RESUME_NEUTRAL_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "CACHE.ENABLED", "CACHE.DIR")
+#: in each module's folder: the name of its latest epoch's checkpoint (Dassl's pointer file)
+POINTER_FILE = "checkpoint"
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing or does not fit the model."""
 
 
 def _read_pointer(folder: Path) -> str | None:
-    pointer = folder / "checkpoint"
+    """The latest checkpoint's file name in a module's folder, if its pointer file names an existing one."""
+    pointer = folder / POINTER_FILE
     if not pointer.is_file():
         return None
     name = pointer.read_text().strip()
@@ -113,7 +117,7 @@ class Checkpoints:
             if is_best:
                 continue
             previous = _read_pointer(folder)
-            atomic_write_text(folder / "checkpoint", fname + "\n")
+            atomic_write_text(folder / POINTER_FILE, fname + "\n")
             if previous and previous != fname and not self._keep_epoch(int(previous[len(CHECKPOINT_PREFIX):])):
                 (folder / previous).unlink(missing_ok=True)
 

@@ -61,7 +61,6 @@ def items_digest(items: Sequence[Datum]) -> str:
     return h.hexdigest()
 
 
-
 class FrozenFeatures:
     """Encoding passes of the frozen image tower, their cache calls, pass sizes and precision (mixin)."""
 

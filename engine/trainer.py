@@ -78,7 +78,6 @@ def _closing(obj: Any) -> contextlib.AbstractContextManager:
     return contextlib.closing(obj) if obj is not None else contextlib.nullcontext()
 
 
-
 class TrainerBase(FrozenFeatures, Checkpoints, RunOutputs):
     """Base trainer: data, backbone, registered modules, loop, evaluation; frozen features, checkpoints and run
     files from its mixins (:mod:`engine.frozen`, :mod:`engine.checkpoint`, :mod:`engine.run_outputs`)."""
