@@ -1,21 +1,17 @@
 """Behaviour of clip_backbones on the tiny offline models (no network, no downloads)."""
 
+import json
 import os
+import shutil
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before torch / open_clip / transformers are imported
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import pytest
+import torch
+from huggingface_hub.constants import is_offline_mode
+from safetensors.torch import save_file
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from huggingface_hub.constants import is_offline_mode  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from clip_backbones import BACKBONE_NAMES, Backbone, BackboneError, available_backbones, build_backbone  # noqa: E402
-from clip_backbones.tiny import TINY_BACKBONES  # noqa: E402
+from clip_backbones import BACKBONE_NAMES, Backbone, BackboneError, available_backbones, build_backbone
+from clip_backbones.tiny import TINY_BACKBONES
 
 TINY = ("tiny-biomedclip", "tiny-clip")
 PROMPTS = [  # mixed lengths: the longest sets the trimmed length

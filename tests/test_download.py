@@ -1,25 +1,20 @@
 """The dataset download tool: extraction, layout normalisation, fallback, verification, the CLI (network mocked)."""
 
-import os
+import io
+import json
+import zipfile
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import gdown
+import huggingface_hub
+import pytest
+from huggingface_hub.errors import LocalEntryNotFoundError
+from PIL import Image
 
-import io  # noqa: E402
-import json  # noqa: E402
-import zipfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import gdown  # noqa: E402
-import huggingface_hub  # noqa: E402
-import pytest  # noqa: E402
-from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import datasets.download as dl  # noqa: E402
-from datasets.biomed import read_split_file  # noqa: E402
-from datasets.catalogue import get_info  # noqa: E402
-from datasets.download import (  # noqa: E402
+import datasets.download as dl
+from datasets.biomed import read_split_file
+from datasets.catalogue import get_info
+from datasets.download import (
     DOWNLOADS_DIR,
     ArchiveError,
     extract_archive,
@@ -27,7 +22,7 @@ from datasets.download import (  # noqa: E402
     short_reason,
     verify_dataset,
 )
-from scripts.download_data import main  # noqa: E402
+from scripts.download_data import main
 
 BTMRI = get_info("btmri")  # a real catalogue row: its sizes / class names differ from the tiny archive (warn only)
 CLASSES = ("glioma tumor", "meningioma tumor", "pituitary tumor")

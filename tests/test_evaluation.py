@@ -1,10 +1,5 @@
 """Metrics against hand-computed values (and sklearn where installed)."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import itertools
 import logging
 

@@ -1,10 +1,5 @@
 """SynthMed generator: on-disk layout, counts, file-format mix, determinism, idempotence and the CLI script."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import importlib.util
 import json
 import re

@@ -1,9 +1,5 @@
 """Teacher prompt bank: loading (JSON and released modules, never executed), encoding, selection, download script."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import importlib.util
 import io

@@ -13,16 +13,12 @@ from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from trainers.distill import DistillBatch, DistillPromptTrainer
 from trainers.losses import gad_loss
+from trainers.prompt_learner import prompt_learner_cfg
 
 
 @register_trainer_cfg("BIOMEDCOOP")
 def _biomedcoop_cfg(cfg: CN) -> None:
-    cfg.TRAINER.BIOMEDCOOP = CN()
-    cfg.TRAINER.BIOMEDCOOP.N_CTX = 4  # CTX_INIT is used only with 4 vectors (else random init), as released
-    cfg.TRAINER.BIOMEDCOOP.CTX_INIT = "a photo of a"
-    cfg.TRAINER.BIOMEDCOOP.CSC = False
-    cfg.TRAINER.BIOMEDCOOP.CLASS_TOKEN_POSITION = "end"
-    cfg.TRAINER.BIOMEDCOOP.PREC = "fp32"  # fp32 / amp / fp16 / bf16 (mixed precision needs CUDA)
+    cfg.TRAINER.BIOMEDCOOP = prompt_learner_cfg()  # CTX_INIT: only with 4 vectors (else random), as released
     cfg.TRAINER.BIOMEDCOOP.N_PROMPTS = 50  # LLM sentences per class in the teacher bank
     cfg.TRAINER.BIOMEDCOOP.TAU = 1.5  # outlier threshold of the teacher prompt selection
     cfg.TRAINER.BIOMEDCOOP.SCCM_LAMBDA = 1.0

@@ -27,17 +27,12 @@ from yacs.config import CfgNode as CN
 from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import TrainerBase
-from trainers.prompt_learner import PromptLearner, text_features
+from trainers.prompt_learner import PromptLearner, prompt_learner_cfg, text_features
 
 
 @register_trainer_cfg("COCOOP")
 def _cocoop_cfg(cfg: CN) -> None:
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 4  # number of context vectors (CTX_INIT overrides it with its token count)
-    cfg.TRAINER.COCOOP.CTX_INIT = "a photo of a"  # initialisation words; "" → N(0, 0.02²)
-    cfg.TRAINER.COCOOP.CSC = False  # class-specific context (π(x) is added to every class's context)
-    cfg.TRAINER.COCOOP.CLASS_TOKEN_POSITION = "end"  # end / middle / front
-    cfg.TRAINER.COCOOP.PREC = "fp32"  # fp32 / amp / fp16 / bf16 (mixed precision needs CUDA)
+    cfg.TRAINER.COCOOP = prompt_learner_cfg()  # CSC: π(x) is added to every class's context
     cfg.TRAINER.COCOOP.PROMPTS_PER_PASS = 4096  # ours: max images × classes per text-encoder pass (memory only)
 
 

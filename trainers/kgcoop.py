@@ -20,7 +20,7 @@ from yacs.config import CfgNode as CN
 from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from trainers.base import PromptTrainer
-from trainers.prompt_learner import zeroshot_classifier
+from trainers.prompt_learner import prompt_learner_cfg, zeroshot_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,9 @@ ZS_TEMPLATE = "a photo of a {}."  # the hand-written prompt of the prior (CUSTOM
 
 @register_trainer_cfg("KGCOOP")
 def _kgcoop_cfg(cfg: CN) -> None:
-    cfg.TRAINER.KGCOOP = CN()
-    cfg.TRAINER.KGCOOP.N_CTX = 4  # the init's token count is used (4 for "a photo of a")
-    cfg.TRAINER.KGCOOP.CTX_INIT = "a photo of a"  # read for compatibility; the init is always "a photo of a"
-    cfg.TRAINER.KGCOOP.CSC = False  # class-specific context
-    cfg.TRAINER.KGCOOP.CLASS_TOKEN_POSITION = "end"  # end / middle / front
-    cfg.TRAINER.KGCOOP.PREC = "fp32"  # fp32 / amp / fp16 / bf16 (mixed precision needs CUDA)
+    # N_CTX: the init's token count is used (4 for "a photo of a"); CTX_INIT is read for compatibility: the
+    # init is always "a photo of a"
+    cfg.TRAINER.KGCOOP = prompt_learner_cfg()
     cfg.TRAINER.KGCOOP.W = 8.0  # weight of the knowledge-guided term
 
 

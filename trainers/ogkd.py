@@ -23,18 +23,14 @@ from engine.registry import TRAINER_REGISTRY
 from trainers.distill import DistillBatch, DistillPromptTrainer
 from trainers.geometry import class_graph, fold_novel
 from trainers.losses import gad_loss, lgd_loss, top_k_patches
+from trainers.prompt_learner import prompt_learner_cfg
 
 logger = logging.getLogger(__name__)
 
 
 @register_trainer_cfg("OGKD")
 def _ogkd_cfg(cfg: CN) -> None:
-    cfg.TRAINER.OGKD = CN()
-    cfg.TRAINER.OGKD.N_CTX = 4  # CTX_INIT is used only with 4 vectors (else random init), as released
-    cfg.TRAINER.OGKD.CTX_INIT = "a photo of a"
-    cfg.TRAINER.OGKD.CSC = False
-    cfg.TRAINER.OGKD.CLASS_TOKEN_POSITION = "end"
-    cfg.TRAINER.OGKD.PREC = "fp32"  # fp32 / amp / fp16 / bf16 (mixed precision needs CUDA)
+    cfg.TRAINER.OGKD = prompt_learner_cfg()  # CTX_INIT is used only with 4 vectors (else random init), as released
     cfg.TRAINER.OGKD.N_PROMPTS = 50  # LLM sentences per class in the teacher bank
     cfg.TRAINER.OGKD.TAU = 1.5  # outlier threshold of the teacher prompt selection
     cfg.TRAINER.OGKD.LAMBDA_SCCM = 1.0

@@ -23,7 +23,7 @@ from yacs.config import CfgNode as CN
 from engine.config import register_trainer_cfg
 from engine.registry import TRAINER_REGISTRY
 from trainers.base import PromptTrainer
-from trainers.prompt_learner import zeroshot_classifier
+from trainers.prompt_learner import prompt_learner_cfg, zeroshot_classifier
 
 ZS_TEMPLATE = "a photo of a {}."  # the zero-shot teacher's prompt (CUSTOM_TEMPLATES)
 IMPLEMENTED = {"NAME": "prograd", "GM": False, "ALPHA": 0.0}  # the release's loss keys, as far as implemented
@@ -31,12 +31,7 @@ IMPLEMENTED = {"NAME": "prograd", "GM": False, "ALPHA": 0.0}  # the release's lo
 
 @register_trainer_cfg("PROGRAD")
 def _prograd_cfg(cfg: CN) -> None:
-    cfg.TRAINER.PROGRAD = CN()
-    cfg.TRAINER.PROGRAD.N_CTX = 4  # number of context vectors (CTX_INIT overrides it with its token count)
-    cfg.TRAINER.PROGRAD.CTX_INIT = "a photo of a"  # initialisation words; "" → N(0, 0.02²)
-    cfg.TRAINER.PROGRAD.CSC = False  # class-specific context
-    cfg.TRAINER.PROGRAD.CLASS_TOKEN_POSITION = "end"  # end / middle / front
-    cfg.TRAINER.PROGRAD.PREC = "fp32"  # fp32 / amp / fp16 / bf16 (mixed precision needs CUDA)
+    cfg.TRAINER.PROGRAD = prompt_learner_cfg()
     cfg.TRAINER.PROGRAD.NAME = "prograd"  # loss name (only "prograd" is implemented)
     cfg.TRAINER.PROGRAD.GM = False  # gradient-matching variant of the release (not implemented: must be False)
     cfg.TRAINER.PROGRAD.ALPHA = 0.0  # mixing weight of the release's other variants (not implemented: must be 0)

@@ -19,11 +19,25 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from yacs.config import CfgNode as CN
 
 logger = logging.getLogger(__name__)
 
 POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"
+
+
+def prompt_learner_cfg(*, n_ctx: int = 4, ctx_init: str = "a photo of a", csc: bool = False,
+                       class_token_position: str = "end", prec: str = "fp32") -> CN:
+    """A new ``TRAINER.<NAME>`` node with the prompt learner's keys, the defaults the CoOp family shares (CoOp passes
+    its own ``n_ctx`` / ``ctx_init``); the trainer adds its own keys to the node it gets."""
+    node = CN()
+    node.N_CTX = n_ctx  # number of context vectors (CTX_INIT overrides it with its token count, see each trainer)
+    node.CTX_INIT = ctx_init  # initialisation words; "" → N(0, 0.02²)
+    node.CSC = csc  # class-specific context
+    node.CLASS_TOKEN_POSITION = class_token_position  # end / middle / front
+    node.PREC = prec  # fp32 / amp / fp16 / bf16 (mixed precision needs CUDA)
+    return node
 
 
 def clean_classname(name: str) -> str:
