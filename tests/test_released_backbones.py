@@ -162,7 +162,8 @@ def test_gradient_reaches_the_context_only(pub, pmc, which):
     s = b.prompt_start
     x = torch.cat([emb[:, :s], ctx.expand(len(tokens), -1, -1), emb[:, s + 2:]], dim=1)
     image, _ = b.encode_image(torch.randn(1, 3, 224, 224))
-    logits = b.logit_scale * F.normalize(image, dim=-1) @ F.normalize(b.encode_text_from_embeddings(x, tokens), dim=-1).T
+    text = b.encode_text_from_embeddings(x, tokens)
+    logits = b.logit_scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
     logits.logsumexp(-1).sum().backward()
     assert ctx.grad is not None and ctx.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in b.parameters())
