@@ -42,6 +42,9 @@ Layouts (``--layout``, Markdown and LaTeX only; the CSV and JSON files do not de
   Numbers as in the CSV (rounded to 4 decimals, then printed with 2).
 * ``paper``: few-shot, one table per K with rows = datasets (+ Average) and columns = trainers; base-to-novel, as in
   ``datasets`` (already one table per K, each trainer's column split base / novel / HM).
+* ``backbones``: rows = trainers, columns = backbones (the ``backbone`` field of metrics.json): few-shot, one table per
+  K and dataset, and per K one for the Average over datasets; base-to-novel, per dataset (and the Average) base /
+  novel / HM per backbone (``scripts/_layout_backbones.py``).
 
 ``--order T1 T2 …`` puts these trainers first, in that order, in every layout (columns or rows); the others follow
 alphabetically. It never changes the CSV or JSON files.
@@ -107,7 +110,7 @@ ALL_SHOTS = -1  # metrics.json "shots" < 1: the full training set
 NO_RUN = "—"
 AVERAGE = "Average"
 FORMATS = ("md", "csv", "latex", "json")
-LAYOUTS = ("datasets", "trainers", "paper")
+LAYOUTS = ("datasets", "trainers", "paper", "backbones")
 IDENTICAL = 1e-4  # a training-free trainer's runs agree to this (in %)
 NO_TRAINING = "no training"
 PARTS = ("base", "novel", "HM")
@@ -731,6 +734,11 @@ def layout_tables(grids: Sequence[Grid], layout: str = "datasets", order: Sequen
         return [t for g in grids for t in trainer_tables(g, order)]
     if layout == "paper":
         return [t for g in grids for t in paper_tables(g, order)]
+    if layout == "backbones":  # rows = trainers, columns = backbones: scripts/_layout_backbones.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _layout_backbones import backbone_tables
+
+        return [t for g in grids for t in backbone_tables(g, order, make_table=Table)]
     return [datasets_table(g, order) for g in grids]
 
 
@@ -850,7 +858,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", choices=LAYOUTS, default="datasets",
                    help="Markdown/LaTeX layout: rows = datasets (default); trainers = rows = trainers, one table per "
                         "dataset (columns K, or base / novel / HM); paper = few-shot one table per K with rows = "
-                        "datasets and columns = trainers (base-to-novel as datasets). The CSV/JSON files are the same")
+                        "datasets and columns = trainers (base-to-novel as datasets); backbones = rows = trainers, "
+                        "columns = backbones, per K and dataset (+ Average). The CSV/JSON files are the same")
     p.add_argument("--order", nargs="+", default=[], metavar="TRAINER",
                    help="trainers to show first, in this order, in every layout (columns, or rows with --layout "
                         "trainers); the others follow alphabetically")
