@@ -210,7 +210,9 @@ def pmc_clip_text_folder(folder: Path | None, name: str) -> Path:
     snapshot of BiomedBERT (downloaded or from the cache)."""
     if folder is not None and all((folder / f).is_file() for f in TEXT_TOWER_FILES):
         return folder
-    paths = [_hub_file(HubFile(BIOMEDBERT_REPO, f), name) for f in TEXT_TOWER_FILES]
+    hint = (f"To work offline, put {', '.join(TEXT_TOWER_FILES + TEXT_TOWER_OPTIONAL)} of {BIOMEDBERT_REPO} in "
+            f"{folder}." if folder is not None else "")
+    paths = [_hub_file(HubFile(BIOMEDBERT_REPO, f), name, hint) for f in TEXT_TOWER_FILES]
     for optional in TEXT_TOWER_OPTIONAL:
         try:
             hf_hub_download(BIOMEDBERT_REPO, optional)

@@ -319,6 +319,18 @@ def test_offline_without_cache_is_one_line_naming_the_files_and_where_to_put_the
         assert BIOMEDBERT_REPO in message
 
 
+def test_pmc_clip_folder_without_the_text_tower_files_offline_says_where_to_put_them(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    folder = _copy_pmc(tmp_path)
+    (folder / "config.json").unlink()
+    with pytest.raises(BackboneError, match="HF_HUB_OFFLINE is set") as err:
+        build_backbone(f"pmc-clip:{folder}")
+    message = _one_line(err)
+    assert "config.json" in message and BIOMEDBERT_REPO in message and f"in {folder}." in message
+
+
 def _fake_hub(cache: Path, repo: str, files: dict[str, Path], kind: str = "models") -> None:
     rev = "0" * 40
     root = cache / f"{kind}--{repo.replace('/', '--')}"
