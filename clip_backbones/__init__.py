@@ -1,5 +1,5 @@
-"""Backbones: one frozen-model interface over open_clip models (BiomedCLIP, OpenAI CLIP, any open_clip
-hub id or local folder, and tiny offline miniatures for tests).
+"""Backbones: one frozen-model interface over open_clip models (BiomedCLIP, OpenAI CLIP, PubMedCLIP and PMC-CLIP in
+their released file formats, any open_clip hub id or local folder, and tiny offline miniatures for tests).
 
     from clip_backbones import build_backbone
     backbone = build_backbone("BiomedCLIP", device="cuda")

@@ -35,11 +35,12 @@ class Backbone(nn.Module, ABC):
         model: the open_clip model (``CustomTextCLIP`` or ``CLIP``).
         tokenizer: the model's own open_clip tokenizer.
         text_width: width of the token embeddings (the prompt context dimension).
-        vision_width: width of the vision transformer's tokens.
+        vision_width: width of the vision transformer's tokens (a ResNet tower: channels of its last feature map).
         embed_dim: width of the joint image-text embedding space.
         context_length: length every tokenized text is padded / truncated to.
         image_size: side of the (square) input image, in pixels.
-        num_patches: number of patch tokens per image returned by :meth:`encode_image`.
+        num_patches: number of patch tokens per image returned by :meth:`encode_image` (for a ResNet tower, the
+            cells of its last feature map: see ``vision.ResNetVisionTower``).
         mean, std: per-channel normalisation of input images.
         interpolation: resize interpolation of the model's preprocessing (e.g. ``"bicubic"``).
         resize_mode: open_clip resize mode of the model's preprocessing (e.g. ``"shortest"``).
@@ -116,7 +117,12 @@ class Backbone(nn.Module, ABC):
 
     @property
     def vision_blocks(self) -> nn.ModuleList | nn.Sequential:
-        """The vision transformer's blocks, in order (the tower's own container: index, iterate, len)."""
+        """The vision transformer's blocks, in order (the tower's own container: index, iterate, len).
+
+        Raises:
+            BackboneError: the image tower is convolutional (PMC-CLIP's ResNet): no token blocks, so no deep vision
+                prompts (MaPLe).
+        """
         return self._vision.blocks
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -165,7 +171,7 @@ class Backbone(nn.Module, ABC):
             (Tensor[B, embed_dim], equal to ``model.encode_image(images)`` without prompts,
              Tensor[B, num_patches, embed_dim]: the same projection applied to every real patch token).
         """
-        if len(prompts) > len(self.vision_blocks):
+        if prompts and len(prompts) > len(self.vision_blocks):  # (a convolutional tower refuses prompts here)
             raise ValueError(f"{len(prompts)} vision prompts for {len(self.vision_blocks)} vision blocks; "
                              "at most one per block")
         return self._vision.encode(images, prompts)

@@ -23,7 +23,18 @@ from engine.registry import suggest
 from .base import Backbone, Tokenizer
 from .errors import BackboneError
 from .hf_text import HFTextBackbone
+from .loading import finish_assigned
 from .openai_clip import OpenAIClipBackbone
+from .released import (
+    PMC_CLIP_PREFIX,
+    PUBMEDCLIP_PREFIX,
+    TINY_RELEASED,
+    download_pmc_clip,
+    download_pubmedclip,
+    load_pmc_clip,
+    load_pubmedclip,
+    load_tiny_release,
+)
 from .tiny import PRETRAINED_BACKBONES, TINY_BACKBONES, TINY_SEED, register_tiny_timm_models
 
 logger = logging.getLogger(__name__)
@@ -39,7 +50,9 @@ OPENAI_CLIP_MODELS: dict[str, str] = {  # OpenAI CLIP name -> open_clip architec
     "ViT-L/14@336px": "ViT-L-14-336",
 }
 NAMED_BACKBONES: dict[str, str] = {"BiomedCLIP": BIOMEDCLIP_ID}  # short name -> open_clip id
-BACKBONE_NAMES: tuple[str, ...] = (*NAMED_BACKBONES, *OPENAI_CLIP_MODELS, *TINY_BACKBONES, *PRETRAINED_BACKBONES)
+RELEASED_BACKBONES: tuple[str, ...] = ("PubMedCLIP", "PMC-CLIP")  # released files read by ``released.py``
+BACKBONE_NAMES: tuple[str, ...] = (*NAMED_BACKBONES, *RELEASED_BACKBONES, *OPENAI_CLIP_MODELS, *TINY_BACKBONES,
+                                   *TINY_RELEASED, *PRETRAINED_BACKBONES)
 BUILD_SEED = TINY_SEED  # all builds run under a private RNG with this seed: no effect on the caller's RNG
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip loads from a local-dir folder
@@ -60,7 +73,8 @@ HF_TEXT_FILES = {  # file -> what it is, for folders whose model has a Hugging F
 
 
 def available_backbones() -> list[str]:
-    """Names :func:`build_backbone` accepts, besides any ``hf-hub:<org>/<repo>`` or ``local-dir:<folder>`` id."""
+    """Names :func:`build_backbone` accepts, besides any ``hf-hub:<org>/<repo>`` or ``local-dir:<folder>`` id and the
+    local copies ``pubmedclip:<file.pth>`` / ``pmc-clip:<folder>``."""
     return list(BACKBONE_NAMES)
 
 
@@ -75,7 +89,11 @@ def build_backbone(name: str | Any, *, device: torch.device | str | None = None)
       - ``"BiomedCLIP"`` -> ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``;
       - an OpenAI CLIP name (``"ViT-B/16"``, ``"ViT-B/32"``, ``"ViT-L/14"``, ``"ViT-L/14@336px"``) -> the open_clip
         architecture with OpenAI weights;
+      - ``"PubMedCLIP"`` / ``"PMC-CLIP"`` -> the released files from the Hugging Face hub (or its cache), read in their
+        own formats (``released.py``); ``"pubmedclip:<file.pth>"`` / ``"pmc-clip:<folder>"`` -> local copies;
       - ``"tiny-biomedclip"`` / ``"tiny-clip"`` -> random miniatures built offline, identical on every build;
+      - ``"tiny-pubmedclip"`` / ``"tiny-pmc-clip"`` -> random miniatures written once in the released file formats
+        and loaded by the released formats' loader;
       - ``"synthlesion-clip"`` -> the tiny CLIP pre-trained on SynthLesion, shipped in the repository (its files
         are checked against their recorded SHA-256);
       - ``"hf-hub:<org>/<repo>"`` -> open_clip's hub loader (needs the hub or the local HF cache);
@@ -97,6 +115,21 @@ def build_backbone(name: str | Any, *, device: torch.device | str | None = None)
         model, tokenizer, weights = _load_hub(NAMED_BACKBONES[name], name)
     elif name in OPENAI_CLIP_MODELS:
         model, tokenizer, weights = _load_openai(name)
+    elif name == "PubMedCLIP":
+        model, tokenizer, weights = load_pubmedclip(download_pubmedclip())
+    elif name == "PMC-CLIP":
+        folder, text_folder = download_pmc_clip()
+        model, tokenizer, weights = load_pmc_clip(folder, text_folder=text_folder)
+    elif name in TINY_RELEASED:
+        model, tokenizer, weights = load_tiny_release(name)
+    elif name.startswith(PUBMEDCLIP_PREFIX):
+        model, tokenizer, weights = load_pubmedclip(Path(name[len(PUBMEDCLIP_PREFIX):]).expanduser().resolve())
+    elif name.startswith(PMC_CLIP_PREFIX):
+        folder = Path(name[len(PMC_CLIP_PREFIX):]).expanduser().resolve()
+        if not folder.is_dir():
+            raise BackboneError(f"PMC-CLIP folder not found: {folder}; it must hold the release's three files "
+                                "(see clip_backbones.released.PMC_CLIP_FILES)")
+        model, tokenizer, weights = load_pmc_clip(folder)
     elif name in TINY_BACKBONES:
         model, tokenizer, weights = _load_local_dir(TINY_BACKBONES[name], weights_optional=True)
     elif name in PRETRAINED_BACKBONES:
@@ -172,36 +205,7 @@ def _load_checkpoint(model: nn.Module, checkpoint: Path) -> None:
         raise BackboneError(f"{checkpoint} does not fit the model's architecture: {_first_line(err)}") from err
     finally:
         del model.load_state_dict
-    for name, module in model.named_modules():
-        for key in list(module._parameters) + list(module._buffers):
-            tensor = getattr(module, key)
-            if tensor is None:
-                continue
-            if key in module._non_persistent_buffers_set:
-                setattr(module, key, _rebuild_buffer(model, module, key, tensor))
-                continue
-            want = dtypes[f"{name}.{key}" if name else key]
-            if tensor.dtype != want:  # e.g. fp16 checkpoints: the model's own dtype, as a copying load gives
-                converted = tensor.detach().to(want)
-                if isinstance(tensor, nn.Parameter):
-                    converted = nn.Parameter(converted, requires_grad=tensor.requires_grad)
-                setattr(module, key, converted)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise BackboneError(f"{checkpoint} left {len(left)} tensors of the model unset (e.g. {left[0]}): "
-                            "not a checkpoint of this architecture")
-
-
-def _rebuild_buffer(model: nn.Module, module: nn.Module, key: str, meta: torch.Tensor) -> torch.Tensor:
-    """The value of a non-persistent buffer (not in checkpoints) of the supported families."""
-    if key == "attn_mask" and isinstance(model, CLIP) and module is model:  # OpenAI CLIP's causal text mask
-        return torch.full(meta.shape, float("-inf"), dtype=meta.dtype).triu_(1)  # as TextTransformer builds it
-    if key == "position_ids" and meta.dtype == torch.long:  # Hugging Face text embeddings
-        return torch.arange(meta.shape[-1]).expand(meta.shape)
-    if key == "token_type_ids" and meta.dtype == torch.long:
-        return torch.zeros(meta.shape, dtype=torch.long)
-    raise BackboneError(f"cannot rebuild the non-persistent buffer {type(module).__name__}.{key} of this "
-                        "architecture after loading its checkpoint; no adapter supports it")
+    finish_assigned(model, dtypes, str(checkpoint))
 
 
 def _checkpoint_in(folder: Path) -> Path | None:
@@ -301,7 +305,8 @@ def _adapter_for(name: str, model: nn.Module) -> type[Backbone]:
 
 def _unknown_name_message(name: str) -> str:
     return (f"unknown backbone {name!r}.{suggest(name, list(BACKBONE_NAMES))} Available: {', '.join(BACKBONE_NAMES)}, "
-            f"or '{HF_HUB_PREFIX}<org>/<repo>' / '{LOCAL_DIR_PREFIX}<folder>'.")
+            f"or '{HF_HUB_PREFIX}<org>/<repo>' / '{LOCAL_DIR_PREFIX}<folder>' / '{PUBMEDCLIP_PREFIX}<file.pth>' / "
+            f"'{PMC_CLIP_PREFIX}<folder>'.")
 
 
 def _first_line(err: BaseException) -> str:

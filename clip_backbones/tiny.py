@@ -8,6 +8,8 @@
 Each is an open_clip ``local-dir`` folder under ``assets/`` without weights; the factory builds it with a fixed
 seed so every build gives identical weights.
 
+The twins of the released formats (``tiny-pubmedclip``, ``tiny-pmc-clip``) are in ``released.py``.
+
 - ``synthlesion-clip`` (``PRETRAINED_BACKBONES``): a tiny OpenAI-style CLIP pre-trained by the project on the
   SynthLesion world (``scripts/pretrain_tiny_clip.py``), shipped with its fp16 weights; its files are checked
   against the recorded SHA-256 on every build, so a damaged or edited copy is an error, not silent drift.

@@ -1,7 +1,8 @@
-"""Image towers: projected global and patch features from open_clip's two ViT flavours.
+"""Image towers: projected global and patch features from open_clip's two ViT flavours and its ResNet.
 
 - ``TimmModel`` (BiomedCLIP): a timm ``VisionTransformer`` trunk plus open_clip's head (Dropout -> Linear).
-- ``VisionTransformer`` (OpenAI CLIP): open_clip's own ViT with ``ln_post`` and a ``proj`` matrix.
+- ``VisionTransformer`` (OpenAI CLIP, PubMedCLIP): open_clip's own ViT with ``ln_post`` and a ``proj`` matrix.
+- ``ModifiedResNet`` (PMC-CLIP): OpenAI's ResNet with attention pooling; no deep vision prompts.
 
 Patch features are the final-layer patch tokens passed through exactly the per-token operations that turn
 the pooled token into the global feature, so a patch feature and the global feature live in the same space.
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 import timm
 import torch
+from open_clip.modified_resnet import ModifiedResNet
 from open_clip.timm_model import TimmModel
 from open_clip.transformer import VisionTransformer
 from timm.layers import Mlp
@@ -156,11 +158,50 @@ class OpenClipVisionTower(VisionTower):
         return x[:, 0] if self.visual.pool_type == "tok" else x[:, 1:].mean(dim=1)
 
 
+class ResNetVisionTower(VisionTower):
+    """open_clip's ``ModifiedResNet`` (OpenAI's ResNet: 3-convolution stem, anti-aliased strided bottlenecks,
+    attention pooling), as in PMC-CLIP.
+
+    Global feature: the tower's own forward (``attnpool`` of the last feature map). Patch features (our definition;
+    the released OGKD is ViT-only): the cells of the last feature map (7×7 at 224 px) passed through the attention
+    pool's value and output projections, ``c_proj(v_proj(x))`` — the usual dense-CLIP reading of an attention-pooled
+    ResNet: the pooled feature is an attention-weighted mix of exactly these value vectors (plus the mean token's),
+    so a patch feature lives in the same space as the global one. No positional embedding is added to them.
+    """
+
+    def __init__(self, visual: ModifiedResNet) -> None:
+        self.visual = visual
+        pool = visual.attnpool
+        self.width = int(pool.v_proj.in_features)  # channels of the last feature map
+        self.num_patches = int(pool.positional_embedding.shape[0]) - 1  # (image_size // 32)², the mean token left out
+
+    NO_PROMPTS = ("the image tower is a convolutional ResNet (open_clip ModifiedResNet, e.g. PMC-CLIP): it has no "
+                  "transformer blocks, so deep vision prompts (MaPLe) cannot apply; use a backbone with a ViT image "
+                  "tower")
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        raise BackboneError(self.NO_PROMPTS)
+
+    def encode(self, images: torch.Tensor,
+               prompts: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        if prompts:
+            raise BackboneError(self.NO_PROMPTS)
+        v = self.visual
+        x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images)))))  # [B, C, h, w]
+        pooled = v.attnpool(x)  # == ModifiedResNet.forward(images)
+        cells = x.flatten(2).transpose(1, 2)  # [B, h·w, C], row-major
+        return pooled, v.attnpool.c_proj(v.attnpool.v_proj(cells))
+
+
 def vision_tower_for(visual: nn.Module) -> VisionTower:
     """The tower adapter for ``model.visual``; BackboneError for unsupported image towers."""
     if isinstance(visual, TimmModel):
         return TimmVisionTower(visual)
     if isinstance(visual, VisionTransformer):
         return OpenClipVisionTower(visual)
+    if isinstance(visual, ModifiedResNet):
+        return ResNetVisionTower(visual)
     raise BackboneError(f"image tower {type(visual).__name__} is not supported; supported: open_clip "
-                        "TimmModel around a timm VisionTransformer, open_clip VisionTransformer")
+                        "TimmModel around a timm VisionTransformer, open_clip VisionTransformer, open_clip "
+                        "ModifiedResNet")

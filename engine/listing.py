@@ -27,15 +27,19 @@ TRAINERS: dict[str, str] = {
 #: MODEL.BACKBONE.NAME short names → model (any ``hf-hub:<org>/<repo>`` or ``local-dir:<folder>`` also works)
 BACKBONES: dict[str, str] = {
     "BiomedCLIP": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+    "PubMedCLIP": "PubMedCLIP ViT-B/32 (hf sarahESL/PubMedCLIP, PubMedCLIP_ViT32.pth)",
+    "PMC-CLIP": "PMC-CLIP RN50 + BiomedBERT (hf dataset axiong/pmc_oa, three files)",
     "ViT-B/32": "OpenAI CLIP ViT-B/32 (open_clip)",
     "ViT-B/16": "OpenAI CLIP ViT-B/16 (open_clip)",
     "ViT-L/14": "OpenAI CLIP ViT-L/14 (open_clip)",
     "ViT-L/14@336px": "OpenAI CLIP ViT-L/14@336px (open_clip)",
     "tiny-biomedclip": "random miniature of the BiomedCLIP architecture, offline (tests)",
     "tiny-clip": "random miniature of the OpenAI CLIP architecture, offline (tests)",
+    "tiny-pubmedclip": "random miniature of PubMedCLIP, in its released file format, offline (tests)",
+    "tiny-pmc-clip": "random miniature of PMC-CLIP, in its released file format, offline (tests)",
     "synthlesion-clip": "tiny CLIP pre-trained on SynthLesion, shipped (demo)",
 }
-BACKBONE_SCHEMES = ("hf-hub:<org>/<repo>", "local-dir:<folder>")
+BACKBONE_SCHEMES = ("hf-hub:<org>/<repo>", "local-dir:<folder>", "pubmedclip:<file.pth>", "pmc-clip:<folder>")
 
 #: catalogue rows: (DATASET.NAME, config / lower-case name, modality, number of classes)
 DATASETS: tuple[tuple[str, str, str, int], ...] = (
@@ -63,7 +67,10 @@ def listing(kind: str) -> str:
     if kind == "backbones":
         width = max(map(len, [*BACKBONES, *BACKBONE_SCHEMES]))
         lines = [f"{name:<{width}}  {what}" for name, what in BACKBONES.items()]
-        return "\n".join([*lines, *(f"{s:<{width}}  any open_clip model given this way" for s in BACKBONE_SCHEMES)])
+        how = {"pubmedclip:<file.pth>": "a local copy of PubMedCLIP_ViT32.pth",
+               "pmc-clip:<folder>": "a local folder of PMC-CLIP's three files"}
+        return "\n".join([*lines, *(f"{s:<{width}}  {how.get(s, 'any open_clip model given this way')}"
+                                     for s in BACKBONE_SCHEMES)])
     if kind == "datasets":
         width = max(len(d[0]) for d in DATASETS)
         lines = [f"{name:<{width}}  {config:<12} {n:>2} classes  {modality}" for name, config, modality, n in DATASETS]

@@ -15,6 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from reporting.aggregate import AVERAGE, LOWER_IS_BETTER, NO_TRAINING, PARTS, Cell, Grid, build_grids
+from reporting.backbones import backbone_tables
 from reporting.runs import Run
 from reporting.text import _label, _ranker, _shot_key, _shots, _tex
 
@@ -204,6 +205,7 @@ LAYOUTS: dict[str, Layout] = {
     "datasets": lambda grid, order: [datasets_table(grid, order)],
     "trainers": trainer_tables,
     "paper": paper_tables,
+    "backbones": lambda grid, order: backbone_tables(grid, order, make_table=Table),
 }
 """The Markdown / LaTeX layouts by name (``--layout``): each turns one grid into its tables. Add a layout here."""
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Measure what a run costs, phase by phase, offline — and project the paper grid from it.
 
-    python scripts/benchmark.py [--size full|tiny] [--trainer OGKD] [--device cpu|cuda] [--prec fp32|bf16]
+    python scripts/benchmark.py [--size full|tiny] [--backbone BiomedCLIP|PubMedCLIP|PMC-CLIP] [--trainer OGKD]
+                                [--device cpu|cuda] [--prec fp32|bf16]
                                 [--shots 16] [--epochs 1] [--repeats 3] [--json FILE] [--project-grid]
 
 Real ``train.py`` processes on SynthMed (6 classes), side by side in one invocation:
@@ -17,7 +18,10 @@ start (interpreter + imports), backbone load, data, model, teacher bank, start �
 optimisation steps, test features and evaluation, and the peak RSS / GPU memory. ``--size full`` builds a randomly
 initialised model with BiomedCLIP's exact architecture (BERT-base text tower with BiomedBERT's 30522-token
 vocabulary, 256-token context, ViT-B/16, 512-d; 195.9M parameters) in a temporary ``local-dir:`` folder, so the
-timings and memory are those of the real model without downloading it.
+timings and memory are those of the real model without downloading it. ``--backbone PubMedCLIP`` / ``PMC-CLIP``
+measure those architectures the same way: random full-size weights written in the release's own file format
+(``PubMedCLIP_ViT32.pth``; PMC-CLIP's three files beside a BiomedBERT-sized word-level vocabulary) and loaded by the
+toolkit's loader for that format (``pubmedclip:<file>`` / ``pmc-clip:<folder>``).
 
 ``--project-grid`` turns the measured per-image, per-step and per-run costs into the wall time of the full OGKD
 paper grid on this device — few-shot (11 datasets × K ∈ {1, 2, 4, 8, 16} × 3 seeds) and base-to-novel
@@ -66,17 +70,13 @@ PHASES = (  # metrics.json timings_s key, label
 )
 
 
-def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
-    """A local-dir folder with BiomedCLIP's architecture, random weights and a word-level vocabulary (the tiny
-    model's tokens and the bank's words, padded with ``[unusedN]`` tokens to BiomedBERT's 30522 entries, so the
-    token embedding — and the parameter count, 195.9M — is BiomedCLIP's)."""
-    import open_clip
-
+def _biomedbert_files(folder: Path, bank: dict[str, list[str]]) -> dict[str, Any]:
+    """BiomedBERT-sized text-tower files in ``folder``: a word-level vocabulary (the tiny model's tokens and the
+    bank's words, padded with ``[unusedN]`` tokens to BiomedBERT's 30522 entries, so the token embedding — and the
+    parameter count — is BiomedBERT's), the tokenizer settings and a BERT-base config.json; returns the config."""
     from clip_backbones.tiny import TINY_BACKBONES
 
     tiny = TINY_BACKBONES["tiny-biomedclip"]
-    folder = root / "biomedclip-architecture"
-    folder.mkdir()
     vocab = (tiny / "vocab.txt").read_text().split("\n")
     vocab = [v for v in vocab if v]
     words = sorted({w for sents in bank.values() for s in sents for w in re.findall(r"[a-z0-9]+", s.lower())})
@@ -88,6 +88,20 @@ def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
     shutil.copy(tiny / "tokenizer_config.json", folder)
     bert = json.loads((tiny / "config.json").read_text()) | BIOMEDCLIP_TEXT | {"vocab_size": len(vocab)}
     (folder / "config.json").write_text(json.dumps(bert))
+    return bert
+
+
+def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
+    """A local-dir folder with BiomedCLIP's architecture, random weights and a word-level vocabulary
+    (``_biomedbert_files``: the parameter count, 195.9M, is BiomedCLIP's)."""
+    import open_clip
+
+    from clip_backbones.tiny import TINY_BACKBONES
+
+    tiny = TINY_BACKBONES["tiny-biomedclip"]
+    folder = root / "biomedclip-architecture"
+    folder.mkdir()
+    _biomedbert_files(folder, bank)
     cfg = json.loads((tiny / "open_clip_config.json").read_text())
     cfg["model_cfg"]["embed_dim"] = 512
     cfg["model_cfg"]["vision_cfg"]["timm_model_name"] = "vit_base_patch16_224"
@@ -97,6 +111,57 @@ def full_size_folder(root: Path, bank: dict[str, list[str]]) -> Path:
     model = open_clip.create_model(f"local-dir:{folder}", pretrained_text=False)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
+
+
+def pubmedclip_file(root: Path) -> Path:
+    """PubMedCLIP's released format with random weights: ``{"state_dict": OpenAI CLIP ViT-B/32 state dict}``."""
+    import open_clip
+
+    from clip_backbones.released import PUBMEDCLIP_ARCH, PUBMEDCLIP_FILE
+
+    folder = root / "pubmedclip-architecture"
+    folder.mkdir()
+    model = open_clip.create_model(PUBMEDCLIP_ARCH, pretrained=None)
+    torch.save({"state_dict": model.state_dict()}, folder / PUBMEDCLIP_FILE.filename)
+    return folder / PUBMEDCLIP_FILE.filename
+
+
+def pmc_clip_folder(root: Path, bank: dict[str, list[str]]) -> Path:
+    """PMC-CLIP's three released files with random weights (ModifiedResNet-50, BERT-base with BiomedBERT's 30522-token
+    vocabulary size, P 768×768), beside the text tower's config and a word-level vocabulary."""
+    from clip_backbones.released import PMC_CLIP_ARCH, PMC_CLIP_FILES, pmc_clip_model
+
+    folder = root / "pmc-clip-architecture"
+    folder.mkdir()
+    _biomedbert_files(folder, bank)
+    model = pmc_clip_model(PMC_CLIP_ARCH, folder, device="cpu")
+    torch.save(model.visual.state_dict(), folder / PMC_CLIP_FILES["image"].filename)
+    torch.save(model.text.transformer.state_dict(), folder / PMC_CLIP_FILES["text"].filename)
+    torch.save(model.text.proj.weight.detach().t().contiguous(), folder / PMC_CLIP_FILES["projection"].filename)
+    return folder
+
+
+TINY_TWINS = {"BiomedCLIP": "tiny-biomedclip", "PubMedCLIP": "tiny-pubmedclip", "PMC-CLIP": "tiny-pmc-clip"}
+FULL_SIZE = {  # --backbone -> (folder name under --keep-model, builder, backbone name for the folder / file)
+    "BiomedCLIP": ("biomedclip-architecture", lambda root, bank: full_size_folder(root, bank), "local-dir:{}"),
+    "PubMedCLIP": ("pubmedclip-architecture", lambda root, bank: pubmedclip_file(root).parent, "pubmedclip:{}"),
+    "PMC-CLIP": ("pmc-clip-architecture", pmc_clip_folder, "pmc-clip:{}"),
+}
+
+
+def full_size_backbone(name: str, root: Path, bank: dict[str, list[str]], reuse: bool) -> str:
+    """The MODEL.BACKBONE.NAME of a randomly initialised full-size ``name`` written under ``root`` (reused if
+    ``reuse`` and already there)."""
+    sub, build, spec = FULL_SIZE[name]
+    folder = root / sub
+    if not (reuse and folder.is_dir()):
+        root.mkdir(parents=True, exist_ok=True)
+        folder = build(root, bank)
+    if name == "PubMedCLIP":
+        from clip_backbones.released import PUBMEDCLIP_FILE
+
+        return spec.format(folder / PUBMEDCLIP_FILE.filename)
+    return spec.format(folder)
 
 
 def trainer_config(trainer: str, protocol: str, dataset: str) -> Path:
@@ -223,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=("full", "tiny"), default="full", help="model size (default: full)")
     p.add_argument("--trainer", default="OGKD")
+    p.add_argument("--backbone", choices=tuple(FULL_SIZE), default="BiomedCLIP",
+                   help="architecture measured (random weights in the release's own file format; default BiomedCLIP); "
+                        "--size tiny uses its tiny twin")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--prec", default="auto", help="MODEL.BACKBONE.FROZEN_PREC: auto (bf16 on CUDA) / fp32 / bf16")
     p.add_argument("--shots", type=int, default=16)
@@ -247,14 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         data = tmp / "data"
         make_synthmed(data, seed=0)
         bank = json.loads((data / "SynthMed" / PROMPT_BANK_FILE).read_text())
-        backbone = "tiny-biomedclip"
+        backbone = TINY_TWINS[args.backbone]
         if args.size == "full":
-            if args.keep_model and (args.keep_model / "biomedclip-architecture").is_dir():
-                folder = args.keep_model / "biomedclip-architecture"
-            else:
-                (args.keep_model or tmp).mkdir(parents=True, exist_ok=True)
-                folder = full_size_folder(args.keep_model or tmp, bank)
-            backbone = f"local-dir:{folder}"
+            backbone = full_size_backbone(args.backbone, args.keep_model or tmp, bank, reuse=bool(args.keep_model))
             print(f"full-size model: {backbone}", flush=True)
         env = {**os.environ, "OGKD_CACHE_DIR": str(tmp / "cache"), "OGKD_SYNC_TIMINGS": "1"}
         common = ["--root", str(data), "--seed", "1", "--trainer", args.trainer,
@@ -282,7 +345,7 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
     costs = unit_costs(cold, warm, step)
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\n{args.trainer} on SynthMed (6 classes, {args.shots} shots, {args.epochs} epoch(s), batch {args.batch}), "
-          f"{args.size} BiomedCLIP architecture, {device}, FROZEN_PREC {args.prec}")
+          f"{args.size} {args.backbone} architecture, {device}, FROZEN_PREC {args.prec}")
     print(f"  {'phase':42s} {'cold':>9s} {'warm':>9s} {'per-step':>9s}   (warm: median of {len(runs['warm repeats'])})")
     for key, label in PHASES:
         vals = [r["timings_s"].get(key) for r in (cold, warm, step)]

@@ -2,7 +2,7 @@
 """Summarise every run under OUTPUT_ROOT from its metrics.json (never from logs).
 
     python scripts/summarize.py OUTPUT_ROOT [--seeds 1 2 3] [--metrics accuracy macro_f1 ece]
-                                [--layout datasets|trainers|paper] [--order OGKD BiomedCoOp …]
+                                [--layout datasets|trainers|paper|backbones] [--order OGKD BiomedCoOp …]
                                 [--format md,csv,latex,json]
 
 Runs are classified by the content of metrics.json, not by their path: ``"subsample": "all"`` is a few-shot run,
@@ -42,6 +42,9 @@ Layouts (``--layout``, Markdown and LaTeX only; the CSV and JSON files do not de
   Numbers as in the CSV (rounded to 4 decimals, then printed with 2).
 * ``paper``: few-shot, one table per K with rows = datasets (+ Average) and columns = trainers; base-to-novel, as in
   ``datasets`` (already one table per K, each trainer's column split base / novel / HM).
+* ``backbones``: rows = trainers, columns = backbones (the ``backbone`` field of metrics.json): few-shot, one table per
+  K and dataset, and per K one for the Average over datasets; base-to-novel, per dataset (and the Average) base /
+  novel / HM per backbone (``reporting/backbones.py``).
 
 ``--order T1 T2 …`` puts these trainers first, in that order, in every layout (columns or rows); the others follow
 alphabetically. It never changes the CSV or JSON files.
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", choices=list(LAYOUTS), default="datasets",
                    help="Markdown/LaTeX layout: rows = datasets (default); trainers = rows = trainers, one table per "
                         "dataset (columns K, or base / novel / HM); paper = few-shot one table per K with rows = "
-                        "datasets and columns = trainers (base-to-novel as datasets). The CSV/JSON files are the same")
+                        "datasets and columns = trainers (base-to-novel as datasets); backbones = rows = trainers, "
+                        "columns = backbones, per K and dataset (+ Average). The CSV/JSON files are the same")
     p.add_argument("--order", nargs="+", default=[], metavar="TRAINER",
                    help="trainers to show first, in this order, in every layout (columns, or rows with --layout "
                         "trainers); the others follow alphabetically")
