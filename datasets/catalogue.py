@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from datasets import synthlesion
+from synth import synthlesion
 
 HF_DATASET_REPO = "TahaKoleilat/BiomedCoOp"  # Hugging Face *dataset* repository holding the 11 archives
 

@@ -5,9 +5,9 @@ Usage::
     python scripts/make_synthetic_data.py --root DIR [--dataset synthmed|synthlesion] [--seed S] [--force]
     python scripts/make_synthetic_data.py --root DIR --dataset synthlesion [--domain '{"gamma": 1.6}']
 
-``synthmed`` (default): ``DIR/SynthMed/``, 6 classes in mixed file formats (``datasets/synthetic.py``), for unit tests.
+``synthmed`` (default): ``DIR/SynthMed/``, 6 classes in mixed file formats (``synth/synthmed.py``), for unit tests.
 ``synthlesion``: ``DIR/SynthLesion/``, the 10-class lesion benchmark of the pre-trained ``synthlesion-clip``
-(``datasets/synthlesion.py``), rendered in the target acquisition domain (gamma 2.0) unless ``--domain`` overrides
+(``synth/synthlesion.py``), rendered in the target acquisition domain (gamma 2.0) unless ``--domain`` overrides
 knobs (a JSON object; knobs: noise, contrast, background_variation, gamma, jitter, radius_scale, texture_amplitude).
 An existing dataset made with the same settings is left alone; ``--force`` regenerates.
 """
@@ -24,15 +24,15 @@ from pathlib import Path
 # Run as `python scripts/make_synthetic_data.py` from anywhere: make the repo root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import synthetic, synthlesion  # noqa: E402
+from synth import synthlesion, synthmed  # noqa: E402
 
 
 def _synthmed(args: argparse.Namespace) -> tuple[Path, bool]:
-    existed = synthetic.is_valid_synthmed(args.root) and not args.force
+    existed = synthmed.is_valid_synthmed(args.root) and not args.force
     counts = {k: v if v is not None else d for k, v, d in (
-        ("n_train", args.n_train, synthetic.N_TRAIN_PER_CLASS), ("n_val", args.n_val, synthetic.N_VAL_PER_CLASS),
-        ("n_test", args.n_test, synthetic.N_TEST_PER_CLASS))}
-    return synthetic.make_synthmed(args.root, args.seed, force=args.force, **counts), existed
+        ("n_train", args.n_train, synthmed.N_TRAIN_PER_CLASS), ("n_val", args.n_val, synthmed.N_VAL_PER_CLASS),
+        ("n_test", args.n_test, synthmed.N_TEST_PER_CLASS))}
+    return synthmed.make_synthmed(args.root, args.seed, force=args.force, **counts), existed
 
 
 def _synthlesion(args: argparse.Namespace) -> tuple[Path, bool]:
@@ -47,7 +47,7 @@ def _synthlesion(args: argparse.Namespace) -> tuple[Path, bool]:
     return path, existed
 
 
-GENERATORS = {"synthmed": (synthetic.DATASET_NAME, _synthmed), "synthlesion": (synthlesion.DATASET_NAME, _synthlesion)}
+GENERATORS = {"synthmed": (synthmed.DATASET_NAME, _synthmed), "synthlesion": (synthlesion.DATASET_NAME, _synthlesion)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Usage: ``python scripts/pretrain_tiny_clip.py --out DIR [--seed S] [--steps N] [--threads T]``
 
 Renders the pre-training pool (source domain, the 86 allowed attribute combinations), pre-trains the tiny CLIP with
-the recipe of ``clip_backbones/pretrain.py`` (defaults = the shipped model's settings; ~8–10 minutes on 2 idle
+the recipe of ``synth/pretrain.py`` (defaults = the shipped model's settings; ~8–10 minutes on 2 idle
 cores), saves an open_clip local-dir folder in DIR and prints its zero-shot accuracies (source domain 10-way /
 base 5-way / novel 5-way; target domain). Use the result with ``MODEL.BACKBONE.NAME local-dir:DIR``; the shipped
 copy is ``clip_backbones/assets/synthlesion-clip`` (name ``synthlesion-clip``). Deterministic for a seed and a
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from clip_backbones import pretrain  # noqa: E402
+from synth import pretrain  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

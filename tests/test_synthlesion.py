@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from clip_backbones import BackboneError, build_backbone
-from clip_backbones import pretrain as pt
 from clip_backbones.tiny import PRETRAINED_BACKBONES, ShippedModel
-from datasets import synthlesion as sl
 from datasets.catalogue import get_info
+from synth import pretrain as pt
+from synth import synthlesion as sl
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_synthetic_data.py"

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datasets.synthetic import check_generator_args, class_folder
 from engine.utils import atomic_write_text
+from synth.synthmed import check_generator_args, class_folder
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ def _check_reference(hashes: dict[str, str], seed: int, domain: AcquisitionDomai
     if bad:
         raise HashMismatchError(
             f"SynthLesion {', '.join(bad)} rendered differently from the recorded reference "
-            f"(REFERENCE_HASHES in datasets/synthlesion.py, recorded with numpy 2.4.6; this is numpy "
+            f"(REFERENCE_HASHES in synth/synthlesion.py, recorded with numpy 2.4.6; this is numpy "
             f"{np.__version__}): results would not be comparable. Install numpy 2.4.6, or pass --allow-new-data "
             f"to accept the new data knowingly")
 

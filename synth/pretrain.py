@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from datasets import synthlesion as sl
 from engine.utils import atomic_write_text
+from synth import synthlesion as sl
 
 MODEL_CFG: dict = {
     "embed_dim": 64,
