@@ -111,6 +111,14 @@ CATALOGUE: tuple[DatasetInfo, ...] = (
             synthlesion.N_TRAIN_PER_CLASS, synthlesion.N_VAL_PER_CLASS, synthlesion.N_TEST_PER_CLASS)),
         get_command="python scripts/make_synthetic_data.py --dataset synthlesion --root {root}",
     ),
+    DatasetInfo(  # the same images in SynthLesion's clinical regime: medical labels, LLM-style bank, near domain
+        name=synthlesion.CLINICAL_DATASET_NAME, config=synthlesion.CLINICAL_WORLD.key,
+        modality="synthetic lesions, clinical regime (rendered offline)",
+        classnames=synthlesion.CLINICAL_CLASSNAMES,
+        sizes=tuple(n * len(synthlesion.SYNTHLESION_CLASSES) for n in (  # type: ignore[arg-type]
+            synthlesion.N_TRAIN_PER_CLASS, synthlesion.N_VAL_PER_CLASS, synthlesion.N_TEST_PER_CLASS)),
+        get_command="python scripts/make_synthetic_data.py --dataset synthlesion_clinical --root {root}",
+    ),
 )
 
 BENCHMARK = tuple(row for row in CATALOGUE if row.hf_file)  # the 11 datasets of the paper

@@ -53,6 +53,17 @@ def synthlesion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthlesion_clinical_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default SynthLesionClinical dataset (seed 0, clinical domain; checked against the recorded hashes), once
+    per session; tests must not modify it."""
+    from synth.synthlesion import CLINICAL_WORLD, make_synthlesion
+
+    root = tmp_path_factory.mktemp("synthlesion_clinical")
+    make_synthlesion(root, seed=0, check_hashes=True, world=CLINICAL_WORLD)
+    return root
+
+
+@pytest.fixture(scope="session")
 def btmri_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BTMRI tree in the released layout: 4 classes, 30 / 10 / 12 images per class (208 files)."""
     from PIL import Image
