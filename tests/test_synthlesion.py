@@ -350,3 +350,34 @@ def test_clinical_configs_are_the_synthlesion_settings() -> None:
         assert yaml.safe_load(clinical.read_text()) == yaml.safe_load(expected), clinical
     assert yaml.safe_load((REPO / "configs" / "datasets" / "synthlesion_clinical.yaml").read_text()) == {
         "DATASET": {"NAME": "SynthLesionClinical"}}
+
+
+def test_shipped_clinical_model_reads_labels_weakly_and_attributes_well() -> None:
+    """synthlesion-clinical-clip loads by name (≤ 8 MiB) and, on a fresh clinical-domain split, reproduces its
+    report's class-name zero-shot accuracy; the prompt bank (attribute descriptions) beats the names by far."""
+    shipped = PRETRAINED_BACKBONES["synthlesion-clinical-clip"]
+    backbone = build_backbone("synthlesion-clinical-clip")
+    assert sum(f.stat().st_size for f in shipped.folder.iterdir()) <= 8 * 2**20
+    report = json.loads((shipped.folder / pt.REPORT_FILE).read_text())
+    assert report["settings"] == {**report["settings"], "regime": "clinical", "init": "synthlesion-clip"}
+    rng = np.random.default_rng([12345, 7])
+    n = 200
+    codes = np.concatenate([sl.class_samples(c, n, rng) for c in range(10)])
+    images = torch.from_numpy(sl.render(codes, rng, sl.CLINICAL_DOMAIN)).float().div(255.0)
+    x = ((images - backbone.mean[0]) / backbone.std[0]).unsqueeze(1).expand(-1, 3, -1, -1)
+    bank = sl.clinical_prompt_bank()
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(
+            torch.cat([backbone.encode_image(x[i:i + 500])[0] for i in range(0, len(x), 500)]), dim=-1)
+
+        def accuracy(texts: list[list[str]]) -> float:
+            weights = torch.stack([torch.nn.functional.normalize(
+                backbone.encode_text(backbone.tokenize(t)), dim=-1).mean(0) for t in texts])
+            pred = (feats @ torch.nn.functional.normalize(weights, dim=-1).T).argmax(1)
+            return 100.0 * float((pred == torch.arange(10).repeat_interleave(n)).float().mean())
+
+        names = accuracy([[pt.ZERO_SHOT_TEMPLATE.format(c)] for c in sl.CLINICAL_CLASSNAMES])
+        ensemble = accuracy([bank[c] for c in sl.CLINICAL_CLASSNAMES])
+    assert abs(names - report["zero_shot"]["target_10way"]) <= ZERO_SHOT_TOLERANCE, (names, report["zero_shot"])
+    assert abs(ensemble - report["zero_shot"]["target_bank_10way"]) <= ZERO_SHOT_TOLERANCE, (ensemble, report)
+    assert ensemble >= names + 8.0
