@@ -94,8 +94,8 @@ def build_backbone(name: str | Any, *, device: torch.device | str | None = None)
       - ``"tiny-biomedclip"`` / ``"tiny-clip"`` -> random miniatures built offline, identical on every build;
       - ``"tiny-pubmedclip"`` / ``"tiny-pmc-clip"`` -> random miniatures written once in the released file formats
         and loaded by the released formats' loader;
-      - ``"synthlesion-clip"`` -> the tiny CLIP pre-trained on SynthLesion, shipped in the repository (its files
-        are checked against their recorded SHA-256);
+      - ``"synthlesion-clip"`` / ``"synthlesion-clinical-clip"`` -> the tiny CLIPs pre-trained on SynthLesion and on
+        its clinical regime, shipped in the repository (their files are checked against their recorded SHA-256);
       - ``"hf-hub:<org>/<repo>"`` -> open_clip's hub loader (needs the hub or the local HF cache);
       - ``"local-dir:<folder>"`` -> everything from one folder, offline (see ``LOCAL_DIR_CONTENTS``).
 

@@ -13,6 +13,8 @@ The twins of the released formats (``tiny-pubmedclip``, ``tiny-pmc-clip``) are i
 - ``synthlesion-clip`` (``PRETRAINED_BACKBONES``): a tiny OpenAI-style CLIP pre-trained by the project on the
   SynthLesion world (``scripts/pretrain_tiny_clip.py``), shipped with its fp16 weights; its files are checked
   against the recorded SHA-256 on every build, so a damaged or edited copy is an error, not silent drift.
+- ``synthlesion-clinical-clip``: the same architecture pre-trained for SynthLesion's clinical regime
+  (``scripts/pretrain_tiny_clip.py --clinical``): attribute words strongly grounded, medical labels weakly.
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ PRETRAINED_BACKBONES: dict[str, ShippedModel] = {
             "open_clip_model.safetensors": "7940b55075591139ba0271f1bb7ab00a895a970f7a8a1495aebc93029a2bba0f",
         },
         rebuild="python scripts/pretrain_tiny_clip.py --out clip_backbones/assets/synthlesion-clip",
+    ),
+    "synthlesion-clinical-clip": ShippedModel(  # SynthLesion's clinical regime: medical labels weakly grounded
+        folder=ASSETS_DIR / "synthlesion-clinical-clip",
+        sha256={
+            "open_clip_config.json": "a77241b8c5b6a65f30dab3d33fa4fe0dc37624e747f73f843861d10462090bc1",
+            "open_clip_model.safetensors": "be5110a03dcde41f992240645a37405fefa78af4982eff1c6178db6d54dfdd5a",
+        },
+        rebuild="python scripts/pretrain_tiny_clip.py --clinical --threads 1 "
+                "--out clip_backbones/assets/synthlesion-clinical-clip",
     ),
 }
 

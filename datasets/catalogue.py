@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from datasets import synthlesion
+from synth import synthlesion
 
 HF_DATASET_REPO = "TahaKoleilat/BiomedCoOp"  # Hugging Face *dataset* repository holding the 11 archives
 
@@ -110,6 +110,14 @@ CATALOGUE: tuple[DatasetInfo, ...] = (
         sizes=tuple(n * len(synthlesion.SYNTHLESION_CLASSES) for n in (  # type: ignore[arg-type]
             synthlesion.N_TRAIN_PER_CLASS, synthlesion.N_VAL_PER_CLASS, synthlesion.N_TEST_PER_CLASS)),
         get_command="python scripts/make_synthetic_data.py --dataset synthlesion --root {root}",
+    ),
+    DatasetInfo(  # the same images in SynthLesion's clinical regime: medical labels, LLM-style bank, near domain
+        name=synthlesion.CLINICAL_DATASET_NAME, config=synthlesion.CLINICAL_WORLD.key,
+        modality="synthetic lesions, clinical regime (rendered offline)",
+        classnames=synthlesion.CLINICAL_CLASSNAMES,
+        sizes=tuple(n * len(synthlesion.SYNTHLESION_CLASSES) for n in (  # type: ignore[arg-type]
+            synthlesion.N_TRAIN_PER_CLASS, synthlesion.N_VAL_PER_CLASS, synthlesion.N_TEST_PER_CLASS)),
+        get_command="python scripts/make_synthetic_data.py --dataset synthlesion_clinical --root {root}",
     ),
 )
 

@@ -38,6 +38,7 @@ BACKBONES: dict[str, str] = {
     "tiny-pubmedclip": "random miniature of PubMedCLIP, in its released file format, offline (tests)",
     "tiny-pmc-clip": "random miniature of PMC-CLIP, in its released file format, offline (tests)",
     "synthlesion-clip": "tiny CLIP pre-trained on SynthLesion, shipped (demo)",
+    "synthlesion-clinical-clip": "tiny CLIP pre-trained on SynthLesion's clinical regime (labels weakly grounded)",
 }
 BACKBONE_SCHEMES = ("hf-hub:<org>/<repo>", "local-dir:<folder>", "pubmedclip:<file.pth>", "pmc-clip:<folder>")
 
@@ -56,6 +57,7 @@ DATASETS: tuple[tuple[str, str, str, int], ...] = (
     ("RETINA", "retina", "fundus photography", 4),
     ("SynthMed", "synthmed", "synthetic (generated offline)", 6),
     ("SynthLesion", "synthlesion", "synthetic lesions (rendered offline)", 10),
+    ("SynthLesionClinical", "synthlesion_clinical", "synthetic lesions, clinical regime (rendered offline)", 10),
 )
 
 
@@ -72,8 +74,9 @@ def listing(kind: str) -> str:
         return "\n".join([*lines, *(f"{s:<{width}}  {how.get(s, 'any open_clip model given this way')}"
                                      for s in BACKBONE_SCHEMES)])
     if kind == "datasets":
-        width = max(len(d[0]) for d in DATASETS)
-        lines = [f"{name:<{width}}  {config:<12} {n:>2} classes  {modality}" for name, config, modality, n in DATASETS]
+        width, config_width = max(len(d[0]) for d in DATASETS), max(len(d[1]) for d in DATASETS)
+        lines = [f"{name:<{width}}  {config:<{config_width}} {n:>2} classes  {modality}"
+                 for name, config, modality, n in DATASETS]
         return "\n".join([*lines, "(any other NAME with ROOT/NAME/split_NAME.json: the generic class, class names "
                                    "from the split file; see scripts/make_split.py)"])
     raise ValueError(f"unknown listing {kind!r}: trainers, backbones or datasets")

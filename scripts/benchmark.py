@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         p.error(f"--repeats must be ≥ 1, got {args.repeats}")
 
-    from datasets.synthetic import PROMPT_BANK_FILE, make_synthmed
+    from synth.synthmed import PROMPT_BANK_FILE, make_synthmed
 
     tmp = Path(tempfile.mkdtemp(prefix="ogkd-bench-"))
     try:

@@ -1,13 +1,18 @@
 """Re-create the shipped tiny SynthLesion CLIP (``synthlesion-clip``) from nothing: render, pre-train, report.
 
-Usage: ``python scripts/pretrain_tiny_clip.py --out DIR [--seed S] [--steps N] [--threads T]``
+Usage: ``python scripts/pretrain_tiny_clip.py --out DIR [--clinical] [--seed S] [--steps N] [--threads T]``
 
 Renders the pre-training pool (source domain, the 86 allowed attribute combinations), pre-trains the tiny CLIP with
-the recipe of ``clip_backbones/pretrain.py`` (defaults = the shipped model's settings; ~8–10 minutes on 2 idle
+the recipe of ``synth/pretrain.py`` (defaults = the shipped model's settings; ~8–10 minutes on 2 idle
 cores), saves an open_clip local-dir folder in DIR and prints its zero-shot accuracies (source domain 10-way /
 base 5-way / novel 5-way; target domain). Use the result with ``MODEL.BACKBONE.NAME local-dir:DIR``; the shipped
 copy is ``clip_backbones/assets/synthlesion-clip`` (name ``synthlesion-clip``). Deterministic for a seed and a
 thread count on the CPU.
+
+``--clinical`` pre-trains the clinical regime's model instead (``synthlesion-clinical-clip``, shipped as
+``clip_backbones/assets/synthlesion-clinical-clip``): all 96 combinations, captions that name the medical labels
+weakly and noisily (``--label-p``, ``--label-noise``), reported on the clinical benchmark domain with the class
+names and with the prompt bank.
 """
 
 from __future__ import annotations
@@ -24,31 +29,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from clip_backbones import pretrain  # noqa: E402
+from synth import pretrain  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = pretrain.PretrainSettings()
+    attribute, clinical = pretrain.PretrainSettings(), pretrain.CLINICAL_SETTINGS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output folder (an open_clip local-dir)")
-    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default {defaults.seed})")
-    p.add_argument("--steps", type=int, default=defaults.steps, help=f"optimisation steps (default {defaults.steps})")
-    p.add_argument("--pool-size", type=int, default=defaults.pool_size,
-                   help=f"rendered pre-training images (default {defaults.pool_size})")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help=f"batch size (default {defaults.batch_size})")
+    p.add_argument("--clinical", action="store_true",
+                   help="the clinical regime's model (synthlesion-clinical-clip): captions name the medical labels "
+                        "weakly and noisily, all 96 combinations, its own defaults below")
+    p.add_argument("--seed", type=int, default=None, help=f"seed (default {attribute.seed})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimisation steps (default {attribute.steps}; --clinical: {clinical.steps})")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help=f"rendered pre-training images (default {attribute.pool_size}; --clinical: "
+                        f"{clinical.pool_size})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size (default {attribute.batch_size}; --clinical: {clinical.batch_size})")
+    p.add_argument("--label-p", type=float, default=None,
+                   help=f"--clinical: share of a class image's captions naming a label (default {clinical.label_p})")
+    p.add_argument("--label-noise", type=float, default=None,
+                   help=f"--clinical: share of those naming a confusable class's label (default "
+                        f"{clinical.label_noise})")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="torch threads (default min(2, cores); results are reproducible for a fixed thread count)")
     args = p.parse_args(argv)
+    defaults = clinical if args.clinical else attribute
+    if not args.clinical and (args.label_p is not None or args.label_noise is not None):
+        print("error: --label-p / --label-noise apply to --clinical only", file=sys.stderr)
+        return 2
     for flag in ("seed", "steps", "pool_size", "batch_size", "threads"):
         value = getattr(args, flag)
-        if value < (0 if flag == "seed" else 1):
+        if value is not None and value < (0 if flag == "seed" else 1):
             print(f"error: --{flag.replace('_', '-')} must be {'≥ 0' if flag == 'seed' else '≥ 1'}, got {value}",
                   file=sys.stderr)
             return 2
     torch.set_num_threads(args.threads)
-    settings = replace(defaults, seed=args.seed, steps=args.steps, pool_size=args.pool_size,
-                       batch_size=args.batch_size)
+    given = {k: getattr(args, k) for k in ("seed", "steps", "pool_size", "batch_size", "label_p", "label_noise")
+             if getattr(args, k) is not None}
+    try:
+        settings = replace(defaults, **given)
+    except ValueError as err:
+        print(f"error: --{str(err).replace('_', '-')}", file=sys.stderr)
+        return 2
 
     start = time.perf_counter()
     print(f"rendering the pre-training pool ({settings.pool_size} images) ...", flush=True)
@@ -69,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"saved {args.out} in {time.perf_counter() - start:.0f} s ({torch.get_num_threads()} threads)")
     print(f"zero-shot, source domain: 10-way {z['source_10way']:.1f} %, base 5-way {z['source_base']:.1f} %, "
           f"novel 5-way {z['source_novel']:.1f} %")
-    print(f"zero-shot, target domain (gamma 2.0): 10-way {z['target_10way']:.1f} %, base {z['target_base']:.1f} %, "
+    domain = "clinical domain" if settings.clinical else "target domain (gamma 2.0)"
+    print(f"zero-shot, {domain}: 10-way {z['target_10way']:.1f} %, base {z['target_base']:.1f} %, "
           f"novel {z['target_novel']:.1f} %")
+    if settings.clinical:
+        print(f"zero-shot with the prompt bank, clinical domain: 10-way {z['target_bank_10way']:.1f} %")
     for name, digest in report["sha256"].items():
         print(f"sha256 {name}: {digest}")
     print(f"use it with MODEL.BACKBONE.NAME local-dir:{args.out}")

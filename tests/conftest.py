@@ -34,7 +34,7 @@ import trainers  # noqa: E402,F401
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SynthMed dataset in the real layout (generated once per session; tests must not modify it)."""
-    from datasets.synthetic import make_synthmed
+    from synth.synthmed import make_synthmed
 
     root = tmp_path_factory.mktemp("data")
     make_synthmed(root, seed=0)
@@ -45,10 +45,21 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthlesion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default SynthLesion dataset (seed 0, target domain; checked against the recorded hashes), once per
     session; tests must not modify it."""
-    from datasets.synthlesion import make_synthlesion
+    from synth.synthlesion import make_synthlesion
 
     root = tmp_path_factory.mktemp("synthlesion")
     make_synthlesion(root, seed=0, check_hashes=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthlesion_clinical_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default SynthLesionClinical dataset (seed 0, clinical domain; checked against the recorded hashes), once
+    per session; tests must not modify it."""
+    from synth.synthlesion import CLINICAL_WORLD, make_synthlesion
+
+    root = tmp_path_factory.mktemp("synthlesion_clinical")
+    make_synthlesion(root, seed=0, check_hashes=True, world=CLINICAL_WORLD)
     return root
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.synthetic import (
+from synth.synthmed import (
     DATASET_NAME,
     N_TEST_PER_CLASS,
     N_TRAIN_PER_CLASS,

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from clip_backbones import BackboneError, build_backbone
-from clip_backbones import pretrain as pt
 from clip_backbones.tiny import PRETRAINED_BACKBONES, ShippedModel
-from datasets import synthlesion as sl
 from datasets.catalogue import get_info
+from synth import pretrain as pt
+from synth import synthlesion as sl
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_synthetic_data.py"
@@ -210,3 +210,174 @@ def test_pretraining_is_deterministic_and_saves_a_loadable_folder(tmp_path: Path
     assert backbone.embed_dim == pt.MODEL_CFG["embed_dim"] and backbone.image_size == sl.IMAGE_SIZE
     saved = backbone.model.state_dict()
     assert all(torch.equal(saved[k], v.half().float()) for k, v in a.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------------ the clinical regime
+def test_clinical_world_reads_the_labels_and_has_its_own_catalogue_row() -> None:
+    info = get_info("synthlesion_clinical")
+    assert info.name == sl.CLINICAL_DATASET_NAME == "SynthLesionClinical" and get_info("SynthLesionClinical") is info
+    assert info.classnames == sl.CLINICAL_CLASSNAMES == tuple(c.label for c in sl.SYNTHLESION_CLASSES)
+    assert info.base_classes == ("simple cyst", "fibroadenoma", "invasive carcinoma", "organizing hematoma",
+                                 "calcified granuloma")
+    assert get_info("synthlesion").classnames == sl.SYNTHLESION_CLASSNAMES  # the attribute regime is unchanged
+    assert sl.WORLDS["synthlesion_clinical"].backbone == "synthlesion-clinical-clip"
+    # a confusable class shares at least two attributes: simple cyst ~ complicated cyst (3)
+    assert 5 in sl.CONFUSABLE[0] and 2 not in sl.CONFUSABLE[0]  # invasive carcinoma shares no attribute with it
+
+
+def test_clinical_captions_name_labels_weakly_and_noisily() -> None:
+    rng = np.random.default_rng(0)
+    codes = sl.all_combinations()[rng.integers(96, size=4000)]
+    captions, mentioned, named = sl.sample_clinical_captions(codes, rng, 0.25, 0.35)
+    classes = sl.class_of_codes(codes)
+    assert np.all(named[classes < 0] == -1)  # only images of a class's combination are ever labelled
+    labelled = named >= 0
+    assert 0.21 < labelled[classes >= 0].mean() < 0.29  # label_p of the class images
+    wrong = labelled & (named != classes)
+    assert 0.29 < wrong.sum() / labelled.sum() < 0.41  # label_noise of the labelled ones
+    assert all(int(named[i]) in sl.CONFUSABLE[int(classes[i])] for i in np.flatnonzero(wrong))
+    for i in np.flatnonzero(labelled)[:50]:
+        assert sl.SYNTHLESION_CLASSES[int(named[i])].label in captions[i]
+    unlabelled = [c for c, n in zip(captions, named) if n < 0]
+    assert not any(cls.label in c for c in unlabelled for cls in sl.SYNTHLESION_CLASSES)
+    match = sl.clinical_consistency(codes[:300], codes[:300], mentioned[:300], named[:300])
+    assert match.diagonal().all()  # a caption fits its own image even when its label is wrong
+    # off the diagonal, a labelled caption fits only images of the class it names
+    cls300 = classes[:300]
+    for j in np.flatnonzero(named[:300] >= 0):
+        others = np.delete(np.arange(300), j)
+        assert np.all(cls300[others][match[others, j]] == named[j])
+    with_label = sl.clinical_consistency(codes[:2], codes[:2], np.zeros((2, 5), bool), np.array([-1, 3]))
+    assert with_label[:, 0].all()  # a caption naming nothing and no attribute fits every image
+
+
+def test_clinical_prompt_bank_is_llm_like() -> None:
+    bank = sl.clinical_prompt_bank()
+    assert list(bank) == list(sl.CLINICAL_CLASSNAMES) and sl.clinical_prompt_bank() == bank
+    assert all(len(v) == 50 == len(set(v)) for v in bank.values())
+    words = {a: {w for syns in _syn.values() for w in syns} for a, _syn in sl._SYNONYMS.items() if a != "size"}
+    for cls in sl.SYNTHLESION_CLASSES:
+        sentences = [s.lower() for s in bank[cls.label]]
+        n_attr = [sum(any(f" {w} " in f" {s.replace('.', ' ').replace(',', ' ')} " for w in ws)
+                      for ws in words.values()) for s in sentences]
+        generic = sum(n == 0 for n in n_attr)
+        assert 2 <= generic <= 12, (cls.label, generic)  # some describe nothing
+        assert sum(2 <= n <= 4 for n in n_attr) >= 30  # most describe two to four attributes
+        assert 20 <= sum(cls.label in s for s in sentences) < 50  # the label is often, not always, named
+        # a few are partly wrong: a word of another value of one of its attributes, e.g. "bright" for a dark class
+        wrong_words = {w for a, v in cls.attributes().items() for other, syns in sl._SYNONYMS[a].items()
+                       if other != v for w in syns}
+        padded = [f" {s.replace('.', ' ').replace(',', ' ')} " for s in sentences]
+        assert 1 <= sum(any(f" {w} " in s for w in wrong_words) for s in padded) <= 10
+    with pytest.raises(ValueError, match="≥ 1"):
+        sl.clinical_prompt_bank(0)
+
+
+def test_clinical_default_dataset_matches_the_recorded_hashes(synthlesion_clinical_root: Path) -> None:
+    folder = synthlesion_clinical_root / sl.CLINICAL_DATASET_NAME
+    info = json.loads((folder / sl.INFO_FILE).read_text())
+    assert info["hashes"] == sl.CLINICAL_REFERENCE_HASHES and all(sl.CLINICAL_REFERENCE_HASHES.values())
+    assert info["domain"] == sl.CLINICAL_DOMAIN.as_dict() and info["seed"] == 0
+    split = json.loads((folder / f"split_{sl.CLINICAL_DATASET_NAME}.json").read_text())
+    assert {k: len(v) for k, v in split.items()} == {"train": 240, "val": 80, "test": 1000}
+    assert all(name == sl.CLINICAL_CLASSNAMES[label] for items in split.values() for _, label, name in items)
+    assert json.loads((folder / sl.PROMPT_BANK_FILE).read_text()) == sl.clinical_prompt_bank()
+    assert not (synthlesion_clinical_root / sl.DATASET_NAME).exists()  # its own folder, beside SynthLesion's
+
+
+def test_clinical_generator_flag_and_domain_base(tmp_path: Path) -> None:
+    small = ["--n-train", "1", "--n-val", "1", "--n-test", "1"]
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "synthlesion_clinical", "--root", str(tmp_path),
+                           "--domain", '{"noise": 0.02}', *small], capture_output=True, text=True, cwd=REPO,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / sl.CLINICAL_DATASET_NAME / sl.INFO_FILE).read_text())
+    assert info["domain"] == {**sl.CLINICAL_DOMAIN.as_dict(), "noise": 0.02}  # overrides the clinical domain
+    assert sl.is_valid_synthlesion(tmp_path, sl.CLINICAL_WORLD) and not sl.is_valid_synthlesion(tmp_path)
+
+
+def test_clinical_changed_data_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sl.CLINICAL_REFERENCE_HASHES, "val", "0" * 64)
+    with pytest.raises(sl.HashMismatchError, match=r"SynthLesionClinical val rendered differently.*CLINICAL_REF"):
+        sl.make_synthlesion(tmp_path, world=sl.CLINICAL_WORLD)
+    assert not (tmp_path / sl.CLINICAL_DATASET_NAME).exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--label-p", "0.5"], "--label-p / --label-noise apply to --clinical only"),
+    (["--clinical", "--label-noise", "1.5"], "--label-noise must be in [0, 1], got 1.5"),
+])
+def test_pretrain_script_bad_regime_options(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain_tiny_clip.py"), "--out",
+                           str(tmp_path / "m"), *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def test_clinical_pretraining_is_deterministic(tmp_path: Path) -> None:
+    settings = pt.PretrainSettings(seed=5, steps=2, batch_size=32, pool_size=96, eval_per_class=4, regime="clinical")
+    a, b = pt.train(settings), pt.train(settings)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    report = pt.save(a, tmp_path / "m", settings)
+    assert "target_bank_10way" in report["zero_shot"] and report["settings"]["regime"] == "clinical"
+    with pytest.raises(ValueError, match="regime must be one of attribute, clinical"):
+        pt.PretrainSettings(regime="clinic")
+    with pytest.raises(ValueError, match="init must be empty or one of synthlesion-clip"):
+        pt.PretrainSettings(init="tiny-clip")
+    assert pt.CLINICAL_SETTINGS.clinical and pt.CLINICAL_SETTINGS.init == "synthlesion-clip"
+
+
+def test_clinical_pretraining_continues_from_the_shipped_model() -> None:
+    settings = pt.PretrainSettings(seed=5, steps=1, batch_size=16, pool_size=32, lr=1e-12, regime="clinical",
+                                   init="synthlesion-clip")
+    shipped = pt._shipped_state("synthlesion-clip")
+    model = pt.train(settings)
+    assert all(torch.allclose(v, shipped[k], atol=1e-6) for k, v in model.state_dict().items())
+    assert not torch.allclose(pt.build_model(5).state_dict()["positional_embedding"], shipped["positional_embedding"])
+
+
+def test_clinical_configs_are_the_synthlesion_settings() -> None:
+    """Every SynthLesion trainer config has a clinical twin with the same settings (nothing tuned for the regime);
+    only the prompt bank's folder differs."""
+    import yaml
+
+    twins = sorted((REPO / "configs" / "trainers").glob("*/*/synthlesion.yaml"))
+    assert len(twins) >= 20
+    for path in twins:
+        clinical = path.with_name("synthlesion_clinical.yaml")
+        assert clinical.is_file(), clinical
+        expected = path.read_text().replace("{root}/SynthLesion/", "{root}/SynthLesionClinical/")
+        assert yaml.safe_load(clinical.read_text()) == yaml.safe_load(expected), clinical
+    assert yaml.safe_load((REPO / "configs" / "datasets" / "synthlesion_clinical.yaml").read_text()) == {
+        "DATASET": {"NAME": "SynthLesionClinical"}}
+
+
+def test_shipped_clinical_model_reads_labels_weakly_and_attributes_well() -> None:
+    """synthlesion-clinical-clip loads by name (≤ 8 MiB) and, on a fresh clinical-domain split, reproduces its
+    report's class-name zero-shot accuracy; the prompt bank (attribute descriptions) beats the names by far."""
+    shipped = PRETRAINED_BACKBONES["synthlesion-clinical-clip"]
+    backbone = build_backbone("synthlesion-clinical-clip")
+    assert sum(f.stat().st_size for f in shipped.folder.iterdir()) <= 8 * 2**20
+    report = json.loads((shipped.folder / pt.REPORT_FILE).read_text())
+    assert report["settings"] == {**report["settings"], "regime": "clinical", "init": "synthlesion-clip"}
+    rng = np.random.default_rng([12345, 7])
+    n = 200
+    codes = np.concatenate([sl.class_samples(c, n, rng) for c in range(10)])
+    images = torch.from_numpy(sl.render(codes, rng, sl.CLINICAL_DOMAIN)).float().div(255.0)
+    x = ((images - backbone.mean[0]) / backbone.std[0]).unsqueeze(1).expand(-1, 3, -1, -1)
+    bank = sl.clinical_prompt_bank()
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(
+            torch.cat([backbone.encode_image(x[i:i + 500])[0] for i in range(0, len(x), 500)]), dim=-1)
+
+        def accuracy(texts: list[list[str]]) -> float:
+            weights = torch.stack([torch.nn.functional.normalize(
+                backbone.encode_text(backbone.tokenize(t)), dim=-1).mean(0) for t in texts])
+            pred = (feats @ torch.nn.functional.normalize(weights, dim=-1).T).argmax(1)
+            return 100.0 * float((pred == torch.arange(10).repeat_interleave(n)).float().mean())
+
+        names = accuracy([[pt.ZERO_SHOT_TEMPLATE.format(c)] for c in sl.CLINICAL_CLASSNAMES])
+        ensemble = accuracy([bank[c] for c in sl.CLINICAL_CLASSNAMES])
+    assert abs(names - report["zero_shot"]["target_10way"]) <= ZERO_SHOT_TOLERANCE, (names, report["zero_shot"])
+    assert abs(ensemble - report["zero_shot"]["target_bank_10way"]) <= ZERO_SHOT_TOLERANCE, (ensemble, report)
+    assert ensemble >= names + 8.0

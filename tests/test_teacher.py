@@ -318,7 +318,7 @@ def test_download_script_from_file(script, tmp_path: Path, capsys: pytest.Captur
 
 
 def test_synthmed_bank_encodes_with_the_tiny_tokenizer(backbone) -> None:
-    from datasets.synthetic import SYNTHMED_CLASSES, synthmed_prompt_bank
+    from synth.synthmed import SYNTHMED_CLASSES, synthmed_prompt_bank
 
     bank = synthmed_prompt_bank()
     tokens = backbone.tokenize([s for sentences in bank.values() for s in sentences])

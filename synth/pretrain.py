@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from datasets import synthlesion as sl
 from engine.utils import atomic_write_text
+from synth import synthlesion as sl
 
 MODEL_CFG: dict = {
     "embed_dim": 64,
@@ -45,6 +45,8 @@ CONFIG_FILE = "open_clip_config.json"
 REPORT_FILE = "pretrain_report.json"
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 AUX_WEIGHT = 1.0
+REGIMES = ("attribute", "clinical")
+INIT_MODELS = ("synthlesion-clip",)  # shipped models pre-training may continue from
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,30 @@ class PretrainSettings:
     weight_decay: float = 0.1
     warmup_fraction: float = 0.05
     eval_per_class: int = 200  # zero-shot report: rendered test images per class and domain
+    regime: str = "attribute"  # "attribute" (synthlesion-clip) or "clinical" (synthlesion-clinical-clip)
+    label_p: float = 0.25  # clinical: share of a class image's captions that name a label
+    label_noise: float = 0.35  # clinical: share of those names that are a confusable class's label
+    init: str = ""  # "" = random initialisation; a shipped model's name (PRETRAINED_BACKBONES) = continue from it
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {self.regime!r}")
+        if self.init and self.init not in INIT_MODELS:
+            raise ValueError(f"init must be empty or one of {', '.join(INIT_MODELS)}, got {self.init!r}")
+        for name in ("label_p", "label_noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+
+    @property
+    def clinical(self) -> bool:
+        return self.regime == "clinical"
+
+
+#: the recipe of the shipped clinical model (synthlesion-clinical-clip): continued pre-training of the shipped
+#: synthlesion-clip (attribute words already strongly grounded) on the clinical captions, which ground the medical
+#: labels weakly; a short budget at a lower learning rate. Why: docs/synthlesion-clinical.md
+CLINICAL_SETTINGS = PretrainSettings(steps=200, batch_size=128, pool_size=12_000, lr=5e-4, regime="clinical",
+                                     init="synthlesion-clip")
 
 
 class _AttributeHeads(nn.Module):
@@ -79,6 +105,17 @@ def build_model(seed: int) -> nn.Module:
         torch.manual_seed(seed)
         model = open_clip.model.CLIP(**MODEL_CFG)
     return model
+
+
+def _shipped_state(name: str) -> dict[str, torch.Tensor]:
+    """The fp32 state dict of a shipped pre-trained model (its files checked against their SHA-256 first)."""
+    from safetensors.torch import load_file
+
+    from clip_backbones.tiny import PRETRAINED_BACKBONES
+
+    shipped = PRETRAINED_BACKBONES[name]
+    shipped.verify(name)
+    return {k: v.float() for k, v in load_file(str(shipped.folder / WEIGHTS_FILE)).items()}
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
@@ -121,9 +158,10 @@ def _lr_at(step: int, s: PretrainSettings) -> float:
 
 
 def render_pool(s: PretrainSettings) -> tuple[torch.Tensor, np.ndarray]:
-    """The fixed pre-training pool: ``pool_size`` source-domain images of the 86 allowed combinations."""
+    """The fixed pre-training pool: ``pool_size`` source-domain images of the 86 allowed combinations (clinical
+    regime: of all 96, since the novel labels must be named somewhere to be weakly grounded)."""
     rng = np.random.default_rng([s.seed, 1])
-    combos = sl.pretraining_combinations()
+    combos = sl.all_combinations() if s.clinical else sl.pretraining_combinations()
     codes = combos[rng.integers(len(combos), size=s.pool_size)]
     return torch.from_numpy(sl.render(codes, rng, sl.SOURCE_DOMAIN)), codes
 
@@ -132,6 +170,8 @@ def train(s: PretrainSettings, progress: Callable[[int, float], None] | None = N
     """Pre-train and return the model (attribute heads discarded). ``progress(step, loss)`` after every step."""
     pool, pool_codes = render_pool(s)
     model = build_model(s.seed)
+    if s.init:
+        model.load_state_dict(_shipped_state(s.init))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed + 1)
         heads = _AttributeHeads(MODEL_CFG["embed_dim"])
@@ -149,11 +189,15 @@ def train(s: PretrainSettings, progress: Callable[[int, float], None] | None = N
         idx = rng.integers(len(pool), size=s.batch_size)
         codes = pool_codes[idx]
         which = torch.from_numpy(rng.integers(8, size=s.batch_size))
-        captions, mentioned = sl.sample_captions(codes, rng)
+        if s.clinical:
+            captions, mentioned, named = sl.sample_clinical_captions(codes, rng, s.label_p, s.label_noise)
+            match = torch.from_numpy(sl.clinical_consistency(codes, codes, mentioned, named)).float()
+        else:
+            captions, mentioned = sl.sample_captions(codes, rng)
+            match = torch.from_numpy(sl.consistency(codes, codes, mentioned)).float()
         images = _normalise(_dihedral(pool[torch.from_numpy(idx)], which))
         image_features = model.encode_image(images)
         text_features = model.encode_text(tokenizer(captions))
-        match = torch.from_numpy(sl.consistency(codes, codes, mentioned)).float()
         logits = model.logit_scale.exp() * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
         contrastive = 0.5 * (torch.sum(-(match / match.sum(1, keepdim=True)) * F.log_softmax(logits, 1), 1).mean()
                              + torch.sum(-(match / match.sum(0, keepdim=True)) * F.log_softmax(logits, 0), 0).mean())
@@ -170,15 +214,27 @@ def train(s: PretrainSettings, progress: Callable[[int, float], None] | None = N
 
 
 @torch.no_grad()
-def zero_shot_report(model: nn.Module, s: PretrainSettings) -> dict[str, float]:
-    """Zero-shot accuracy (%) with "a photo of a {class}.": source domain 10-way, base 5-way, novel 5-way; target
-    domain 10-way, base, novel. Rendered evaluation images (``eval_per_class`` per class, own RNG streams)."""
-    model.eval()
+def _encode_texts(model: nn.Module, texts: list[str]) -> torch.Tensor:
     tok = open_clip.tokenizer.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
-    text = F.normalize(model.encode_text(tok([ZERO_SHOT_TEMPLATE.format(c) for c in sl.SYNTHLESION_CLASSNAMES])),
-                       dim=-1)
+    return F.normalize(model.encode_text(tok(texts)), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_report(model: nn.Module, s: PretrainSettings) -> dict[str, float]:
+    """Zero-shot accuracy (%) with "a photo of a {class}.": source domain 10-way, base 5-way, novel 5-way; benchmark
+    domain (``TARGET_DOMAIN``; clinical regime: ``CLINICAL_DOMAIN``) 10-way, base, novel. The clinical regime reads
+    the medical labels and also reports the prompt-bank ensemble (``target_bank_10way``: mean of the normalised
+    sentence features per class). Rendered evaluation images (``eval_per_class`` per class, own RNG streams)."""
+    model.eval()
+    names = sl.CLINICAL_CLASSNAMES if s.clinical else sl.SYNTHLESION_CLASSNAMES
+    text = _encode_texts(model, [ZERO_SHOT_TEMPLATE.format(c) for c in names])
+    heads = {"": text}
+    if s.clinical:
+        bank = sl.clinical_prompt_bank()
+        heads["_bank"] = F.normalize(torch.stack([_encode_texts(model, bank[c]).mean(0) for c in names]), dim=-1)
+    target = sl.CLINICAL_DOMAIN if s.clinical else sl.TARGET_DOMAIN
     report: dict[str, float] = {}
-    for name, domain, stream in (("source", sl.SOURCE_DOMAIN, 3), ("target", sl.TARGET_DOMAIN, 4)):
+    for name, domain, stream in (("source", sl.SOURCE_DOMAIN, 3), ("target", target, 4)):
         rng = np.random.default_rng([s.seed, stream])
         n = s.eval_per_class
         labels = torch.arange(len(sl.SYNTHLESION_CLASSES)).repeat_interleave(n)
@@ -186,12 +242,17 @@ def zero_shot_report(model: nn.Module, s: PretrainSettings) -> dict[str, float]:
         images = torch.from_numpy(sl.render(codes, rng, domain))
         feats = torch.cat([F.normalize(model.encode_image(_normalise(images[i:i + 500])), dim=-1)
                            for i in range(0, len(images), 500)])
-        logits = feats @ text.T
-        base = labels < sl.N_BASE
-        report[f"{name}_10way"] = 100.0 * float((logits.argmax(1) == labels).float().mean())
-        report[f"{name}_base"] = 100.0 * float((logits[base, :sl.N_BASE].argmax(1) == labels[base]).float().mean())
-        report[f"{name}_novel"] = 100.0 * float(
-            (logits[~base, sl.N_BASE:].argmax(1) + sl.N_BASE == labels[~base]).float().mean())
+        for suffix, weights in heads.items():
+            logits = feats @ weights.T
+            if suffix:
+                report[f"{name}{suffix}_10way"] = 100.0 * float((logits.argmax(1) == labels).float().mean())
+                continue
+            base = labels < sl.N_BASE
+            report[f"{name}_10way"] = 100.0 * float((logits.argmax(1) == labels).float().mean())
+            report[f"{name}_base"] = 100.0 * float(
+                (logits[base, :sl.N_BASE].argmax(1) == labels[base]).float().mean())
+            report[f"{name}_novel"] = 100.0 * float(
+                (logits[~base, sl.N_BASE:].argmax(1) + sl.N_BASE == labels[~base]).float().mean())
     return report
 
 
@@ -218,7 +279,8 @@ def save(model: nn.Module, out: Path, s: PretrainSettings, *, extra: dict | None
         "zero_shot": zero_shot_report(saved, s),
         "settings": asdict(s),
         "recipe": {"model_cfg": MODEL_CFG, "aux_weight": AUX_WEIGHT, "optimizer": "AdamW betas (0.9, 0.98) eps 1e-6",
-                   "schedule": "linear warm-up then cosine", "domain": sl.SOURCE_DOMAIN.as_dict()},
+                   "schedule": "linear warm-up then cosine", "domain": sl.SOURCE_DOMAIN.as_dict(),
+                   "benchmark_domain": (sl.CLINICAL_DOMAIN if s.clinical else sl.TARGET_DOMAIN).as_dict()},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "open_clip": open_clip.__version__},
         "threads": torch.get_num_threads(),
         "sha256": {CONFIG_FILE: sha256_file(out / CONFIG_FILE), WEIGHTS_FILE: sha256_file(out / WEIGHTS_FILE)},

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datasets.synthetic import check_generator_args, class_folder
 from engine.utils import atomic_write_text
+from synth.synthmed import check_generator_args, class_folder
 
 logger = logging.getLogger(__name__)
 
@@ -397,6 +398,152 @@ def prompt_bank(n: int = N_BANK_PROMPTS) -> dict[str, list[str]]:
     return bank
 
 
+# ------------------------------------------------------------------------------------------------ clinical regime
+# The same images and classes, but the text encoder reads the medical labels, which pre-training grounds only weakly:
+# a label is named in a fraction of the captions of its class's images (``PretrainSettings.label_p``), and a share of
+# those names are another, attribute-sharing class's label (``label_noise``: a confusion a report writer makes).
+# The attribute words stay strongly grounded, the teacher bank is LLM-style descriptions of each label's appearance,
+# and the benchmark images come from a domain near the pre-training one (``CLINICAL_DOMAIN``).
+CLINICAL_DATASET_NAME = "SynthLesionClinical"
+CLINICAL_CLASSNAMES: tuple[str, ...] = tuple(c.label for c in SYNTHLESION_CLASSES)
+CLINICAL_DOMAIN = AcquisitionDomain(gamma=1.3, noise=0.08, background_variation=0.1)
+
+
+def _shared(a: LesionClass, b: LesionClass) -> int:
+    return sum(x == y for x, y in zip(class_codes(a), class_codes(b)))
+
+
+#: label id → the other classes sharing at least two attributes with it (the labels a noisy caption confuses it with)
+CONFUSABLE: tuple[tuple[int, ...], ...] = tuple(
+    tuple(j for j, other in enumerate(SYNTHLESION_CLASSES) if j != i and _shared(cls, other) >= 2)
+    for i, cls in enumerate(SYNTHLESION_CLASSES))
+
+
+def class_of_codes(codes: np.ndarray) -> np.ndarray:
+    """``[N]`` int64: the label whose four attributes the codes ``[N, ≥4]`` have, or −1 (no class's combination)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    out = np.full(len(codes), -1, np.int64)
+    for label, cls in enumerate(SYNTHLESION_CLASSES):
+        out[np.all(codes[:, :4] == np.array(class_codes(cls)), axis=1)] = label
+    return out
+
+
+_LABEL_ONLY = ("{a} {label}", "a scan showing {a} {label}", "{label}", "an image of {a} {label}",
+               "ultrasound of {a} {label}", "findings consistent with {label}")
+
+
+def sample_clinical_captions(codes: np.ndarray, rng: np.random.Generator, label_p: float,
+                             label_noise: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Captions of the clinical regime's pre-training: as :func:`sample_captions`, but the caption of an image of a
+    class's combination names a label with probability ``label_p`` — the wrong (a confusable class's) label with
+    probability ``label_noise`` — either alone (no attribute then) or next to the attribute caption.
+
+    Returns the captions, the mention mask ``[N, 5]`` and the named label ``[N]`` (−1: none).
+    """
+    n = len(codes)
+    classes = class_of_codes(codes)
+    mentioned = rng.random(codes.shape) < _MENTION_P
+    name_it = (rng.random(n) < label_p) & (classes >= 0)
+    wrong = rng.random(n) < label_noise
+    form = rng.random(n)
+    pick = rng.random(n)
+    named = np.full(n, -1, np.int64)
+    captions = []
+    for i, row in enumerate(codes):
+        if name_it[i]:
+            c = int(classes[i])
+            named[i] = CONFUSABLE[c][int(pick[i] * len(CONFUSABLE[c]))] if wrong[i] else c
+            label = SYNTHLESION_CLASSES[int(named[i])].label
+            if form[i] < 0.4:  # the label alone
+                mentioned[i] = False
+                template = _LABEL_ONLY[int(form[i] / 0.4 * len(_LABEL_ONLY))]
+                captions.append(_article(template.format(a="a", label=label)))
+                continue
+        values = {a: ATTRIBUTES[a][int(row[j])] for j, a in enumerate(ATTRIBUTE_NAMES) if mentioned[i, j]}
+        text = describe(values, rng).rstrip(".")
+        if named[i] >= 0:
+            label = SYNTHLESION_CLASSES[int(named[i])].label
+            text = f"{label}: {text}" if form[i] < 0.7 else f"{text}, consistent with {label}"
+        captions.append(text)
+    return captions, mentioned, named
+
+
+def clinical_consistency(image_codes: np.ndarray, caption_codes: np.ndarray, mentioned: np.ndarray,
+                         named: np.ndarray) -> np.ndarray:
+    """``[N, N]`` bool for one batch (caption i belongs to image i): caption j fits image i if its attributes fit
+    (:func:`consistency`) and the label it names, if any, is image i's class; a caption always fits its own image,
+    even when it names the wrong label (that is the label noise)."""
+    match = consistency(image_codes, caption_codes, mentioned)
+    classes = class_of_codes(image_codes)
+    match &= (named[None, :] < 0) | (classes[:, None] == named[None, :])
+    np.fill_diagonal(match, True)
+    return match
+
+
+_GENERIC = ("{label} is a common finding on breast imaging.", "a typical case of {label}.",
+            "an image showing {label}.", "{label} as seen on a routine scan.", "a lesion diagnosed as {label}.",
+            "{label}, a frequent diagnosis in this clinic.", "this scan shows {label}.",
+            "{label} is usually followed up with imaging.")
+_DESCRIPTIVE = ("{label} appears as {a} {phrase}.", "{a} {phrase}, typical of {label}.", "{label}: {a} {phrase}.",
+                "on imaging, {label} shows {a} {phrase}.", "{a} {phrase}.", "usually {a} {phrase}.",
+                "{label} typically presents as {a} {phrase}.", "look for {a} {phrase}.")
+GENERIC_SHARE = 0.12  # bank sentences that describe no attribute
+WRONG_SHARE = 0.1  # bank sentences with one attribute wrong
+
+
+def _phrase(values: dict[str, str], rng: np.random.Generator) -> str:
+    """Adjectives + noun + "with …" clauses for the attributes in ``values`` (random synonyms and order)."""
+    pick = {a: _SYNONYMS[a][v][int(rng.integers(len(_SYNONYMS[a][v])))] for a, v in values.items()}
+    adjectives = [pick[a] for a in ("brightness", "shape") if a in pick]
+    if len(adjectives) > 1 and rng.random() < 0.5:
+        adjectives.reverse()
+    clauses = [f"{pick['margin']} margins"] if "margin" in pick else []
+    if "texture" in pick:
+        clauses.append(f"{pick['texture']} {('texture', 'echotexture', 'internal pattern')[int(rng.integers(3))]}")
+    if len(clauses) == 2 and rng.random() < 0.5:
+        clauses.reverse()
+    text = " ".join([*adjectives, _NOUNS[int(rng.integers(len(_NOUNS)))]])
+    return text + (" with " + " and ".join(clauses) if clauses else "")
+
+
+def clinical_prompt_bank(n: int = N_BANK_PROMPTS) -> dict[str, list[str]]:
+    """``{label: [n distinct sentences]}``, LLM-style descriptions of each label's appearance: most describe two to
+    four of its attributes in varied words (often naming the label), ``GENERIC_SHARE`` describe none, and
+    ``WRONG_SHARE`` have one attribute wrong. Deterministic (a fixed RNG per class)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"sentences per class must be an integer ≥ 1, got {n!r}")
+    bank: dict[str, list[str]] = {}
+    for label_id, cls in enumerate(SYNTHLESION_CLASSES):
+        rng = np.random.default_rng([11, label_id])
+        truth = cls.attributes()
+        sentences: list[str] = []
+        seen: set[str] = set()
+        for _ in range(100 * n):
+            kind = rng.random()
+            if kind < GENERIC_SHARE:
+                sentence = _GENERIC[int(rng.integers(len(_GENERIC)))].format(label=cls.label)
+            else:
+                k = 3 if kind < GENERIC_SHARE + WRONG_SHARE else int(rng.integers(2, 5))
+                chosen = [list(truth)[j] for j in sorted(rng.permutation(4)[:k])]
+                values = {a: truth[a] for a in chosen}
+                if kind < GENERIC_SHARE + WRONG_SHARE:
+                    a = chosen[int(rng.integers(k))]
+                    others = [v for v in ATTRIBUTES[a] if v != truth[a]]
+                    values[a] = others[int(rng.integers(len(others)))]
+                template = _DESCRIPTIVE[int(rng.integers(len(_DESCRIPTIVE)))]
+                sentence = _article(template.format(label=cls.label, a="a", phrase=_phrase(values, rng)))
+            sentence = sentence[0].upper() + sentence[1:] if rng.random() < 0.5 else sentence
+            if sentence not in seen:
+                seen.add(sentence)
+                sentences.append(sentence)
+                if len(sentences) == n:
+                    break
+        else:
+            raise ValueError(f"class {cls.label!r} has only {len(sentences)} distinct sentences; {n} requested")
+        bank[cls.label] = sentences
+    return bank
+
+
 # ------------------------------------------------------------------------------------------------ dataset
 def class_samples(label: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Attribute codes ``[n, 5]`` of ``n`` images of class ``label`` (size drawn uniformly)."""
@@ -435,63 +582,102 @@ REFERENCE_HASHES: dict[str, str] = {
 }
 
 
+# The clinical regime's default dataset (seed 0, CLINICAL_DOMAIN, default counts, GENERATOR_VERSION 2), recorded the
+# same way (numpy 2.4.6).
+CLINICAL_REFERENCE_HASHES: dict[str, str] = {
+    "train": "681680ba449a5e0c306c2b69019f8f70d1c75a7aaf787d04327dee7e75b794bd",
+    "val": "be1a77e040a56c5a669ac6cc6e6d73a49f066ddcfa8e788f71d7887beb8a5547",
+    "test": "c45ee430ccd0771b6d595f92ea7e997fcf0f9135f9a5ec67ff691a3796572144",
+    "split_file": "003e4406d6b9f4237b85f806dce920d5ae3f7e7cac5efaaf7d9f2c9d1cd40aeb",
+}
+
+
+@dataclass(frozen=True)
+class World:
+    """One regime of SynthLesion: what the dataset is called, what the text encoder reads, where the benchmark
+    images come from and which teacher bank goes with them. The images and labels are the same in both."""
+
+    name: str  # registry key = folder name = split-file stem
+    key: str  # make_synthetic_data.py --dataset / catalogue config name
+    classnames: tuple[str, ...]
+    domain: AcquisitionDomain  # the benchmark's default acquisition domain
+    reference_hashes: dict[str, str]
+    hashes_name: str  # where the reference hashes are recorded (for the error message)
+    backbone: str  # the shipped model pre-trained for this regime
+    bank: Callable[[], dict[str, list[str]]]
+
+
+ATTRIBUTE_WORLD = World(DATASET_NAME, "synthlesion", SYNTHLESION_CLASSNAMES, TARGET_DOMAIN, REFERENCE_HASHES,
+                        "REFERENCE_HASHES", "synthlesion-clip", prompt_bank)
+CLINICAL_WORLD = World(CLINICAL_DATASET_NAME, "synthlesion_clinical", CLINICAL_CLASSNAMES, CLINICAL_DOMAIN,
+                       CLINICAL_REFERENCE_HASHES, "CLINICAL_REFERENCE_HASHES", "synthlesion-clinical-clip",
+                       clinical_prompt_bank)
+WORLDS: dict[str, World] = {w.key: w for w in (ATTRIBUTE_WORLD, CLINICAL_WORLD)}
+
+
 class HashMismatchError(RuntimeError):
     """The rendered data differ from the recorded reference (numpy version or renderer change)."""
 
 
-def _check_reference(hashes: dict[str, str], seed: int, domain: AcquisitionDomain, counts: dict[str, int]) -> None:
-    default = (seed == 0 and domain == TARGET_DOMAIN
+def _check_reference(hashes: dict[str, str], seed: int, domain: AcquisitionDomain, counts: dict[str, int],
+                     world: World = ATTRIBUTE_WORLD) -> None:
+    default = (seed == 0 and domain == world.domain
                and counts == {"train": N_TRAIN_PER_CLASS, "val": N_VAL_PER_CLASS, "test": N_TEST_PER_CLASS})
-    if not default or not all(REFERENCE_HASHES.values()):
+    reference = world.reference_hashes
+    if not default or not all(reference.values()):
         return
-    bad = [s for s in REFERENCE_HASHES if hashes[s] != REFERENCE_HASHES[s]]
+    bad = [s for s in reference if hashes[s] != reference[s]]
     if bad:
         raise HashMismatchError(
-            f"SynthLesion {', '.join(bad)} rendered differently from the recorded reference "
-            f"(REFERENCE_HASHES in datasets/synthlesion.py, recorded with numpy 2.4.6; this is numpy "
+            f"{world.name} {', '.join(bad)} rendered differently from the recorded reference "
+            f"({world.hashes_name} in synth/synthlesion.py, recorded with numpy 2.4.6; this is numpy "
             f"{np.__version__}): results would not be comparable. Install numpy 2.4.6, or pass --allow-new-data "
             f"to accept the new data knowingly")
 
 
-def _read_info(dataset_dir: Path) -> dict | None:
+def _read_info(dataset_dir: Path, name: str = DATASET_NAME) -> dict | None:
     try:
         info = json.loads((dataset_dir / INFO_FILE).read_text())
-        split = json.loads((dataset_dir / f"split_{DATASET_NAME}.json").read_text())
+        split = json.loads((dataset_dir / f"split_{name}.json").read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(split, dict) or set(split) != set(SPLITS):
         return None
-    image_dir = dataset_dir / DATASET_NAME
+    image_dir = dataset_dir / name
     if not all(isinstance(items, list) and items and all((image_dir / it[0]).is_file() for it in items)
                for items in split.values()):
         return None
     return info if isinstance(info, dict) else None
 
 
-def is_valid_synthlesion(root: str | Path) -> bool:
-    """True if ``root/SynthLesion`` holds a split file whose images all exist, and its info file."""
-    return _read_info(Path(root) / DATASET_NAME) is not None
+def is_valid_synthlesion(root: str | Path, world: World = ATTRIBUTE_WORLD) -> bool:
+    """True if ``root/<world.name>`` holds a split file whose images all exist, and its info file."""
+    return _read_info(Path(root) / world.name, world.name) is not None
 
 
-def make_synthlesion(root: str | Path, seed: int = 0, domain: AcquisitionDomain = TARGET_DOMAIN, *,
+def make_synthlesion(root: str | Path, seed: int = 0, domain: AcquisitionDomain | None = None, *,
                      n_train: int = N_TRAIN_PER_CLASS, n_val: int = N_VAL_PER_CLASS,
-                     n_test: int = N_TEST_PER_CLASS, force: bool = False, check_hashes: bool = True) -> Path:
-    """Write SynthLesion under ``root`` and return ``root/SynthLesion``.
+                     n_test: int = N_TEST_PER_CLASS, force: bool = False, check_hashes: bool = True,
+                     world: World = ATTRIBUTE_WORLD) -> Path:
+    """Write SynthLesion (``world``: ``ATTRIBUTE_WORLD``, or ``CLINICAL_WORLD`` for SynthLesionClinical) under
+    ``root`` and return ``root/<world.name>``. ``domain`` defaults to the world's benchmark domain.
 
     An existing complete folder made with the same (version, seed, domain, counts) is kept; one made with other
     settings raises ``FileExistsError`` unless ``force``. Writing goes to ``root/.SynthLesion.partial`` and is
     renamed at the end, so a crash never leaves a half-written dataset. ``check_hashes`` compares the default
-    dataset with ``REFERENCE_HASHES`` (``HashMismatchError`` on a difference).
+    dataset with the world's reference hashes (``HashMismatchError`` on a difference).
     """
     counts = check_generator_args(seed, n_train, n_val, n_test)
+    domain = world.domain if domain is None else domain
+    name = world.name
     root = Path(root)
-    dataset_dir = root / DATASET_NAME
+    dataset_dir = root / name
     wanted = {"version": GENERATOR_VERSION, "seed": int(seed), "domain": domain.as_dict(),
               "counts": {k: int(v) for k, v in counts.items()}}
     if dataset_dir.exists() and not force:
-        info = _read_info(dataset_dir)
+        info = _read_info(dataset_dir, name)
         if info is None:
-            raise FileExistsError(f"{dataset_dir} exists but is not a complete SynthLesion dataset; remove it or "
+            raise FileExistsError(f"{dataset_dir} exists but is not a complete {name} dataset; remove it or "
                                   "pass --force to regenerate")
         found = {k: info.get(k) for k in wanted}
         if found != wanted:
@@ -502,33 +688,33 @@ def make_synthlesion(root: str | Path, seed: int = 0, domain: AcquisitionDomain 
         return dataset_dir
 
     root.mkdir(parents=True, exist_ok=True)
-    partial = root / f".{DATASET_NAME}.partial"
+    partial = root / f".{name}.partial"
     if partial.exists():
         shutil.rmtree(partial)
-    image_dir = partial / DATASET_NAME
-    for cls in SYNTHLESION_CLASSES:
-        (image_dir / class_folder(cls.classname)).mkdir(parents=True)
+    image_dir = partial / name
+    for classname in world.classnames:
+        (image_dir / class_folder(classname)).mkdir(parents=True)
     split: dict[str, list[list]] = {}
     hashes: dict[str, str] = {}
-    for split_index, name in enumerate(SPLITS):
-        images, labels = render_split(int(seed), split_index, int(counts[name]), domain)
-        hashes[name] = content_hash(images, labels)
+    for split_index, split_name in enumerate(SPLITS):
+        images, labels = render_split(int(seed), split_index, int(counts[split_name]), domain)
+        hashes[split_name] = content_hash(images, labels)
         items = []
         for i, (img, label) in enumerate(zip(images, labels)):
-            cls = SYNTHLESION_CLASSES[int(label)]
-            relpath = f"{class_folder(cls.classname)}/{name}_{i:05d}.png"
+            classname = world.classnames[int(label)]
+            relpath = f"{class_folder(classname)}/{split_name}_{i:05d}.png"
             Image.fromarray(img, mode="L").save(image_dir / relpath, format="PNG")
-            items.append([relpath, int(label), cls.classname])
+            items.append([relpath, int(label), classname])
         order = np.random.default_rng([int(seed), 2000 + split_index]).permutation(len(items))
-        split[name] = [items[j] for j in order]  # real split files are not grouped by class
+        split[split_name] = [items[j] for j in order]  # real split files are not grouped by class
     split_text = json.dumps(split, indent=4, separators=(",", ": "))
     hashes["split_file"] = hashlib.sha256(split_text.encode()).hexdigest()
     if check_hashes:
-        _check_reference(hashes, int(seed), domain, counts)
-    (partial / f"split_{DATASET_NAME}.json").write_text(split_text)
-    (partial / PROMPT_BANK_FILE).write_text(json.dumps(prompt_bank(), indent=2) + "\n")
+        _check_reference(hashes, int(seed), domain, counts, world)
+    (partial / f"split_{name}.json").write_text(split_text)
+    (partial / PROMPT_BANK_FILE).write_text(json.dumps(world.bank(), indent=2) + "\n")
     info = {**wanted, "generator": __name__, "hashes": hashes, "numpy": np.__version__,
-            "labels": {cls.classname: cls.label for cls in SYNTHLESION_CLASSES}}
+            "labels": {c: cls.label for c, cls in zip(world.classnames, SYNTHLESION_CLASSES)}}
     atomic_write_text(partial / INFO_FILE, json.dumps(info, indent=2) + "\n")
     if dataset_dir.exists():
         shutil.rmtree(dataset_dir)
