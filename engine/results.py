@@ -12,7 +12,7 @@ Python grid runner) and for everything that reads results (``scripts/summarize.p
 * :func:`run_is_complete` is ``read_metrics`` as a yes / no, and says why in the log when it is no.
 
 ``python -m engine.results RUN_DIR_OR_FILE …`` exits 0 when every argument is a complete run, else prints one
-``error: …`` line per bad one and exits 1 (used by ``scripts/_grid.sh``).
+``error: …`` line per bad one and exits 1 (a check for shell scripts).
 """
 
 from __future__ import annotations
