@@ -1,7 +1,7 @@
 """The grid's rules, once: protocols, the cell list, run directories, trainer configs, fail-fast checks, and the
 ``train.py`` arguments of each cell.
 
-A grid is datasets × trainers × backbones × shots × seeds (:class:`GridSpec`). Each combination is one job
+A grid is backbones × datasets × trainers × shots × seeds (:class:`GridSpec`). Each combination is one job
 (:class:`engine.grid_jobs.Job`): one cell for few-shot, two for base-to-novel (train on the base classes, then
 evaluate that checkpoint on the new ones). Run directories (:func:`run_dir`)::
 
@@ -43,6 +43,7 @@ from typing import NoReturn
 from urllib.parse import quote
 
 from engine.grid_jobs import Cell, GridError, Job, write_cells
+from engine.grid_launch import launch
 
 logger = logging.getLogger(__name__)
 
@@ -193,15 +194,16 @@ def run_jobs(protocol: str, *, dataset: str, trainer: str, shots: int, seed: int
 
 
 def grid_jobs(spec: GridSpec, repo: str | Path = REPO) -> list[Job]:
-    """Every job of the grid, checked first (:func:`check`), in the order datasets, trainers, backbones, shots,
-    seeds. With one backbone the run paths and labels carry no backbone; with several, both do."""
+    """Every job of the grid, checked first (:func:`check`), in the order backbones, datasets, trainers, shots,
+    seeds (a worker keeps one backbone built at a time, so it switches backbones as rarely as it can). With one
+    backbone the run paths and labels carry no backbone; with several, both do."""
     check(spec, repo)
     several = len(spec.backbones) > 1
     jobs = []
-    for ds in spec.datasets:
-        for t in spec.trainers:
-            config = trainer_config(t, spec.protocol, ds, repo)
-            for b in spec.backbones:
+    for b in spec.backbones:  # outermost: a worker holds one backbone at a time (train.main's cache)
+        for ds in spec.datasets:
+            for t in spec.trainers:
+                config = trainer_config(t, spec.protocol, ds, repo)
                 for k in spec.shots:
                     for s in spec.seeds:
                         label = f"{ds} {t} {b} shots{k} seed{s}" if several else f"{ds} {t} shots{k} seed{s}"
@@ -332,8 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m engine.cells``: build the cells, then write them (``--cells-file``) or run them
     (:func:`engine.grid_launch.launch`) and, for a grid, summarise its protocol folder. Exit status: 0, 1 when a
     cell failed, 2 on bad input (one ``error:`` line)."""
-    from engine.grid_launch import launch
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     p = _parser()
     try:

@@ -100,12 +100,15 @@ def test_several_backbones_are_a_cross_product_with_the_backbone_in_the_path() -
     assert len(jobs) == 2 * 2 * 5 * 2 * 2
     outs = [j.cells[0].out for j in jobs]
     assert len(set(outs)) == len(outs)
-    head = "o/few_shot/btmri/CoOp"
-    assert outs[:5] == [f"{head}/BiomedCLIP/shots1/seed1", f"{head}/BiomedCLIP/shots1/seed2",
-                        f"{head}/BiomedCLIP/shots4/seed1", f"{head}/BiomedCLIP/shots4/seed2",
-                        f"{head}/PubMedCLIP/shots1/seed1"]
+    head = "o/few_shot/btmri"
+    assert outs[:5] == [f"{head}/CoOp/BiomedCLIP/shots1/seed1", f"{head}/CoOp/BiomedCLIP/shots1/seed2",
+                        f"{head}/CoOp/BiomedCLIP/shots4/seed1", f"{head}/CoOp/BiomedCLIP/shots4/seed2",
+                        f"{head}/OGKD/BiomedCLIP/shots1/seed1"]
+    # backbone first: a worker (one backbone built at a time) meets each backbone in one stretch
+    backbones = [j.cells[0].out.split("/")[4] for j in jobs]
+    assert backbones == [b for b in ("BiomedCLIP", "PubMedCLIP", "PMC-CLIP", "CLIP", "ViT-B%2F16") for _ in range(16)]
     vit = next(j.cells[0] for j in jobs if "ViT" in j.cells[0].out)
-    assert vit.out == f"{head}/ViT-B%2F16/shots1/seed1" and vit.label == "btmri CoOp ViT-B/16 shots1 seed1"
+    assert vit.out == f"{head}/CoOp/ViT-B%2F16/shots1/seed1" and vit.label == "btmri CoOp ViT-B/16 shots1 seed1"
     assert vit.argv[vit.argv.index("MODEL.BACKBONE.NAME") + 1] == "ViT-B/16"
     for job in jobs:  # each cell's backbone argument is the one its path names
         argv = job.cells[0].argv
