@@ -315,7 +315,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m engine.cells", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name in PROTOCOLS:
         g = sub.add_parser(name, help=f"the {name} grid (knobs from the environment)")

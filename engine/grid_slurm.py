@@ -19,7 +19,8 @@ from engine.progress import Progress
 
 @dataclasses.dataclass(frozen=True)
 class SlurmOptions:
-    """What ``LAUNCHER=slurm`` reads (``scripts/grid_runner.py`` maps the environment knobs to these)."""
+    """What ``LAUNCHER=slurm`` reads (:func:`engine.grid_launch.slurm_options` maps the environment knobs
+    to these)."""
 
     folder: str  # submitit's log folder
     partition: str = ""
