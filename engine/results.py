@@ -7,7 +7,7 @@ The file's schema, writer and reader live in :mod:`engine.runfiles`; they are re
 have always imported them.
 
 ``python -m engine.results RUN_DIR_OR_FILE …`` exits 0 when every argument is a complete run, else prints one
-``error: …`` line per bad one and exits 1 (used by ``scripts/_grid.sh``).
+``error: …`` line per bad one and exits 1 (a check for shell scripts).
 """
 
 from __future__ import annotations

@@ -21,17 +21,17 @@ export OGKD_CACHE_DIR="$OUT/cache"
 mkdir -p "$OUT"
 [ -d "$OUT/data/SynthMed" ] || "$PYTHON" scripts/make_synthetic_data.py --dataset synthmed --root "$OUT/data" >/dev/null
 EXTRA_OPTS=(OPTIM.MAX_EPOCH "$EPOCHS" DATALOADER.NUM_WORKERS 0 USE_CUDA False)
-source scripts/_grid.sh  # grid_trainer_config
 
-one_process_per_cell() {  # $1 = output root
-  local t k s
-  for t in $TRAINERS; do for k in $SHOTS; do for s in $SEEDS; do
-    local out="$1/few_shot/synthmed/$t/shots$k/seed$s"
+one_process_per_cell() {  # $1 = output root — the grid's own cells (engine/cells.py), one train.py process each
+  local cells="$1.cells" out
+  local -a argv
+  DATA_ROOT="$OUT/data" OUTPUT_ROOT="$1" BACKBONE="$BACKBONE" TRAINERS="$TRAINERS" SHOTS="$SHOTS" SEEDS="$SEEDS" \
+    EXTRA="${EXTRA_OPTS[*]}" "$PYTHON" -m engine.cells few_shot --datasets synthmed --cells-file "$cells"
+  while IFS=$'\t' read -r -a argv; do  # JOB LABEL RUN_DIR ARG…
+    out=${argv[2]}
     mkdir -p "$out"
-    "$PYTHON" train.py --root "$OUT/data" --output-dir "$out" --seed "$s" --trainer "$t" \
-      --dataset-config-file configs/datasets/synthmed.yaml --config-file "$(grid_trainer_config "$t" few_shot synthmed)" \
-      DATASET.NUM_SHOTS "$k" MODEL.BACKBONE.NAME "$BACKBONE" VERBOSE False "${EXTRA_OPTS[@]}" > "$out/console.log" 2>&1
-  done; done; done
+    "$PYTHON" train.py "${argv[@]:3}" < /dev/null > "$out/console.log" 2>&1
+  done < "$cells"
 }
 
 grid() {  # $1 = output root, $2 = workers

@@ -66,7 +66,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 def test_engine_imports_none_of_its_plugins() -> None:
-    code = ("import sys, engine.config, engine.data, engine.trainer, engine.cache, engine.grid\n"
+    code = ("import sys, engine.config, engine.data, engine.trainer, engine.cache, engine.grid, engine.cells\n"
             "print(sorted(m for m in ('trainers', 'datasets', 'clip_backbones') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -53,6 +53,21 @@ def test_fewshot_grid_then_nothing_to_redo(synth_root: Path, tmp_path: Path) -> 
     assert (broken.parent / "metrics.json.bad").is_file()
 
 
+def test_a_grid_over_two_backbones_puts_each_in_its_folder_and_the_tables_apart(synth_root: Path,
+                                                                                tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = grid("run_fewshot.sh", synth_root, out, SHOTS="1", SEEDS="1", TRAINERS="CoOp",
+                BACKBONE="tiny-biomedclip tiny-clip")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.json"))
+    assert runs == [f"few_shot/synthmed/CoOp/{b}/shots1/seed1" for b in ("tiny-biomedclip", "tiny-clip")]
+    for b in ("tiny-biomedclip", "tiny-clip"):
+        assert json.loads((out / f"few_shot/synthmed/CoOp/{b}/shots1/seed1/metrics.json").read_text())["backbone"] == b
+    assert "synthmed CoOp tiny-clip shots1 seed1" in proc.stdout and "2 done, 0 already complete" in proc.stdout
+    summary = (out / "few_shot" / "summary.md").read_text()
+    assert "CoOp (tiny-biomedclip)" in summary and "CoOp (tiny-clip)" in summary
+
+
 def test_the_paper_grid_on_a_dataset_in_the_released_layout(btmri_root: Path, tmp_path: Path) -> None:
     """run_fewshot.sh as the paper grid runs it: BTMRI in the released layout with its released OGKD config as is
     (DATALOADER.NUM_WORKERS 8, batch size, optimiser); only the backbone (tiny), the epochs (1) and the prompt bank
@@ -109,6 +124,14 @@ def test_first_failure_stops_with_log_tail_unless_keep_going(synth_root: Path, t
 def test_unknown_dataset_or_trainer_fails_fast(synth_root: Path, tmp_path: Path) -> None:
     proc = grid("run_fewshot.sh", synth_root, tmp_path, TRAINERS="NoSuchTrainer")
     assert proc.returncode == 2 and "no config for trainer 'NoSuchTrainer'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "trainers: BiomedCoOp" in proc.stderr
     proc = subprocess.run(["bash", "scripts/run_base2novel.sh", "--datasets", "covidd"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "no configs/datasets/covidd.yaml" in proc.stderr
+    assert proc.returncode == 2 and "no configs/datasets/covidd.yaml; known: btmri" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run(["bash", "scripts/run_fewshot.sh", "--datasets", "btmri", "--bogus"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr == "error: unrecognized arguments: --bogus (see --help)\n"
+    proc = subprocess.run(["bash", "scripts/run_base2novel.sh", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("Base-to-novel grid:") and "--keep-going" in proc.stdout
