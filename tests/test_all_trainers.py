@@ -1,5 +1,7 @@
-"""Every registered trainer, on both tiny backbone families: trains one tiny epoch + evaluates through train.py,
-learns exactly its declared parameters (everything else frozen) and checkpoints only those."""
+"""Every registered trainer × the four tiny backbone twins (BiomedCLIP, OpenAI CLIP, PubMedCLIP, PMC-CLIP): trains
+one tiny epoch + evaluates through train.py, learns exactly its declared parameters (everything else frozen) and
+checkpoints only those. Where a method cannot run on a family it refuses in one line saying why (MaPLe's deep vision
+prompts on PMC-CLIP's ResNet). One backbone build per family for the module (train.main's backbone cache)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import TrainerBase
 from trainers import build_trainer
 
-BACKBONES = ("tiny-biomedclip", "tiny-clip")
+BACKBONES = ("tiny-biomedclip", "tiny-clip", "tiny-pubmedclip", "tiny-pmc-clip")
+#: (trainer, backbone) pairs that cannot run, with the words their one-line refusal must contain
+REFUSED = {("MaPLe", "tiny-pmc-clip"): "deep vision prompts (MaPLe) cannot apply"}
+_BUILT: dict[str, dict] = {b: {} for b in BACKBONES}  # one train.main backbone cache per family: built once
 NAMES = TRAINER_REGISTRY.registered_names()
 
 
@@ -30,6 +35,14 @@ def config_for(name: str) -> str:
 def opts(backbone: str) -> list[str]:
     return ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "MODEL.BACKBONE.NAME", backbone,
             "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "VERBOSE", "False"]
+
+
+def test_the_matrix_covers_every_trainer_and_the_four_families() -> None:
+    assert len(NAMES) == 12 and {"OGKD", "BiomedCoOp", "MaPLe", "ZeroshotCLIP"} <= set(NAMES)
+    from clip_backbones import build_backbone
+
+    families = {build_backbone(b).family for b in BACKBONES}
+    assert families == {"hf-bert", "openai-clip"}  # two text adapters serve the four families
 
 
 def test_every_trainer_has_a_config_and_a_config_node() -> None:
@@ -49,7 +62,14 @@ def test_trainer_runs_and_checkpoints_only_what_it_learns(name: str, backbone: s
     args = ["--root", str(synth_root), "--seed", "1", "--trainer", name,
             "--dataset-config-file", "configs/datasets/synthmed.yaml", "--config-file", config_for(name),
             "--output-dir", str(out), *opts(backbone)]
-    assert train.main(args) == 0
+    rc = train.main(args, backbones=_BUILT[backbone])
+    refusal = REFUSED.get((name, backbone))
+    if refusal is not None:
+        assert rc == 1 and not (out / "metrics.json").exists()
+        errors = [line for line in (out / "log.txt").read_text().splitlines() if "error: " in line]
+        assert len(errors) == 1 and refusal in errors[0], errors
+        return
+    assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert (m["trainer"], m["backbone"], m["num_samples"]) == (name, backbone, 120)
     assert 0.0 <= m["accuracy"] <= 100.0
