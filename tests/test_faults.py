@@ -608,3 +608,18 @@ def test_a_real_full_tmpfs_cache(synth_root: Path, tmp_path: Path, caplog: pytes
         assert run_is_complete(out)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_summarize_skips_a_diverged_run_in_every_table(tmp_path: Path) -> None:
+    """Bad 2, the reader's side: a metrics.json with a finite accuracy but a NaN ece (written before this check) was
+    averaged into the accuracy table; now it is skipped, with a warning naming the file."""
+    from reporting.runs import load_runs
+
+    common = {"dataset": "SynthMed", "trainer": "CoOp", "shots": 2, "subsample": "all", "macro_f1": 50.0}
+    for seed, ece in ((1, 3.0), (2, float("nan"))):
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({**common, "seed": seed, "accuracy": 60.0, "ece": ece}))
+    runs, warnings, n = load_runs(tmp_path)
+    assert n == 2 and [r.seed for r in runs] == [1]
+    assert len(warnings) == 1 and "seed2" in warnings[0] and "non-finite ece" in warnings[0], warnings
