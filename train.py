@@ -9,9 +9,11 @@ r"""Dassl / CoOp-compatible entry point: parse the CLI → config → trainer �
     python train.py ... --resume RUN_DIR
     python train.py --list-trainers | --list-backbones | --list-datasets     (instant: no torch import)
 
-Flags come before the trailing KEY VALUE config pairs. An expected failure (bad input, a refused checkpoint, an
-unwritable or full disk, a diverged loss) ends with one line "error: …" and exit status 1 (2: bad command line or
-config); its traceback goes to the run's log.txt (to the console too with --debug).
+Flags come before the trailing KEY VALUE config pairs. An expected failure (bad input, a refused or unreadable
+checkpoint, an unwritable or full disk, a diverged loss or evaluation) ends with one line "error: …" and exit status 1
+(2: bad command line or config, a value out of range; 130: Ctrl-C, rerun to resume); its traceback goes to the run's
+log.txt (to the console too with --debug). The same command again on a complete run says "already complete" and
+changes nothing (--force-eval evaluates it again).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mismatch", action="store_true",
                    help="--eval-only: evaluate a checkpoint trained with another backbone, dataset, class set or "
                         "trainer settings (recorded in metrics.json as provenance_mismatch); never another trainer")
+    p.add_argument("--force-eval", action="store_true",
+                   help="evaluate a run that is already complete again (its metrics.json and predictions.npz are "
+                        "rewritten, training is not redone); without it the same command again only says "
+                        "'already complete'")
     p.add_argument("--debug", action="store_true", help="show the traceback of an expected error on the console")
     p.add_argument("--no-train", action="store_true", help="build everything, then stop")
     p.add_argument("--no-cache", action="store_true",
@@ -63,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """defaults → dataset YAML → trainer YAML → CLI flags → trailing KEY VALUE pairs."""
-    from engine.config import get_cfg_default, merge_from_file, merge_from_list
+    from engine.config import check_ranges, get_cfg_default, merge_from_file, merge_from_list
 
     cfg = get_cfg_default()
     if args.dataset_config_file:
@@ -94,6 +100,7 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     if args.no_cache:
         cfg.CACHE.ENABLED = False
     merge_from_list(cfg, args.opts or [])
+    check_ranges(cfg)  # once, on the merged result of every source
     return cfg
 
 
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = No
         if not cfg.TRAINER.NAME:
             raise ConfigError("no trainer given: pass --trainer NAME (see --list-trainers)")
         TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # fail fast on an unknown trainer
+        if cfg.RESUME:
+            check_resume_dir(Path(cfg.RESUME))
     except (ConfigError, RegistryError) as e:
         report_error(error_line(e), e, debug=args.debug)
         return 2
@@ -181,7 +190,59 @@ def main(argv: list[str] | None = None, *, backbones: dict[Any, Any] | None = No
     logger.info("command: %s", " ".join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])]))
     for key in changed_unused_keys(cfg):
         logger.warning("config key %s is accepted for Dassl compatibility but has no effect here", key)
-    return run(cfg, args, backbones, started)
+    try:
+        return run(cfg, args, backbones, started)
+    except KeyboardInterrupt as e:  # Ctrl-C: as the grid says it; the last complete checkpoint is kept
+        report_error(f"interrupted (Ctrl-C): {out} is not complete; rerun the same command to resume from its last "
+                     "complete checkpoint", e, debug=args.debug)
+        return 130
+
+
+def check_resume_dir(folder: Path) -> None:
+    """``--resume DIR``: DIR must hold a checkpoint pointer file (``<module>/checkpoint``), else ConfigError."""
+    from engine.checkpoint import latest_checkpoints
+    from engine.config import ConfigError
+
+    if not folder.is_dir():
+        raise ConfigError(f"--resume: nothing to resume in {folder}: no such folder (give the run directory that "
+                          "holds the checkpoints, or leave --resume out to train from scratch)")
+    if not latest_checkpoints(folder):
+        raise ConfigError(f"--resume: nothing to resume in {folder}: it holds no checkpoint (no <module>/checkpoint "
+                          "pointer naming an existing model.pth.tar-N); leave --resume out to train from scratch")
+
+
+def already_complete(cfg: CfgNode, args: argparse.Namespace) -> bool:
+    """True when the run directory already holds a complete result of this config (same command again): its
+    checkpoints are checked readable (an unreadable one: CheckpointError naming it), nothing is rewritten.
+    ``--eval-only`` into the model's own folder, with ``--allow-mismatch`` or of another ``--load-epoch`` is an
+    explicit evaluation and goes on (the evaluated checkpoint is read before anything is written)."""
+    from engine.checkpoint import config_differences, latest_checkpoints, read_checkpoint
+    from engine.results import read_metrics, run_is_complete
+    from engine.runfiles import RunFileError, read_config
+
+    out = Path(cfg.OUTPUT_DIR)
+    opt = {k: getattr(args, k, None) for k in ("force_eval", "no_train", "eval_only", "allow_mismatch", "model_dir",
+                                               "load_epoch")}
+    if opt["force_eval"] or opt["no_train"] or not run_is_complete(out):
+        return False
+    if opt["eval_only"] and (opt["allow_mismatch"] or not opt["model_dir"]
+                             or Path(opt["model_dir"]).resolve() == out.resolve()):
+        return False  # evaluating a run in its own folder, or across a mismatch: an explicit request, as before
+    try:
+        saved = read_config(out)
+    except RunFileError:
+        return False
+    if saved is None or config_differences(saved, cfg):
+        return False  # another config: the usual checks (refusal, or a training-free rerun) decide
+    m = read_metrics(out)
+    if opt["eval_only"] and opt["load_epoch"] is not None and m.get("epochs") != opt["load_epoch"]:
+        return False  # another checkpoint of the same run: evaluate it
+    for path in latest_checkpoints(out):
+        read_checkpoint(path)
+    logger.info("%s is already complete (%s accuracy %.2f%%): nothing to do; pass --force-eval to evaluate it "
+                "again (rewrites its metrics.json), or use a new --output-dir", out, m.get("split", "test"),
+                m["accuracy"])
+    return True
 
 
 def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any, float]:
@@ -204,15 +265,18 @@ def shared_backbone(cfg: CfgNode, backbones: dict[Any, Any] | None) -> tuple[Any
 def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None = None,
         started: float | None = None) -> int:
     from clip_backbones import BackboneError
-    from engine.config import ConfigError
+    from engine.config import ConfigError, ConfigRangeError
     from engine.data import DatasetError, ImageReadError
     from engine.registry import RegistryError
+    from engine.runfiles import NonFiniteResultError
     from engine.trainer import CheckpointError, build_trainer
     from engine.utils import set_deterministic, set_random_seed
 
     expected = (BackboneError, ConfigError, DatasetError, ImageReadError, RegistryError, CheckpointError, ValueError)
     debug = bool(getattr(args, "debug", False))
     try:
+        if already_complete(cfg, args):
+            return 0
         from datasets import check_dataset
 
         check_dataset(cfg)  # an unknown dataset fails here, before the backbone is built
@@ -233,12 +297,17 @@ def run(cfg: CfgNode, args: argparse.Namespace, backbones: dict[Any, Any] | None
             logger.info("--no-train: built trainer %s, stopping", cfg.TRAINER.NAME)
             return 0
         trainer.train()
+    except ConfigRangeError as e:  # a value out of range only the trainer can judge (e.g. 0 epochs for CoOp)
+        report_error(error_line(e), e, debug=debug)
+        return 2
     except expected as e:
         report_error(error_line(e), e, debug=debug)
         return 1
     except FloatingPointError as e:
+        after = ("its checkpoints hold the diverged model: rerun in a new --output-dir"
+                 if isinstance(e, NonFiniteResultError) else "no checkpoint of the diverged epoch was written")
         report_error(f"{error_line(e)}: training diverged; lower OPTIM.LR (now {cfg.OPTIM.LR:g}) or check the data "
-                     "(no checkpoint of the diverged epoch was written)", e, debug=debug)
+                     f"({after})", e, debug=debug)
         return 1
     except OSError as e:
         report_error(os_error_line(e), e, debug=debug)

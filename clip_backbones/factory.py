@@ -195,6 +195,7 @@ def _load_checkpoint(model: nn.Module, checkpoint: Path) -> None:
     dtypes = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
     # load_checkpoint calls model.load_state_dict(state, strict=...); a meta tensor can only be replaced, not filled
     model.load_state_dict = functools.partial(type(model).load_state_dict, model, assign=True)  # type: ignore[method-assign]
+    _check_readable(checkpoint)
     try:
         # the tensors stay memory-mapped from the file (safetensors always; torch's zip format through torch's own
         # load.mmap setting): nothing is copied, a page is read when first used (rows of a token embedding that no
@@ -206,6 +207,31 @@ def _load_checkpoint(model: nn.Module, checkpoint: Path) -> None:
     finally:
         del model.load_state_dict
     finish_assigned(model, dtypes, str(checkpoint))
+
+
+def _check_readable(checkpoint: Path) -> None:
+    """Refuse, in one line naming it, a weights file that cannot be read (truncated, damaged), before open_clip's
+    loader turns that into a traceback or a misleading "does not fit" message: a safetensors file's header must
+    cover the file, a torch file must be a complete zip archive (or, for the legacy format, load). Cheap: headers
+    and the zip's directory only."""
+    why = None
+    try:
+        if checkpoint.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(checkpoint), framework="pt", device="cpu") as f:
+                f.keys()
+        elif zipfile.is_zipfile(checkpoint):  # its central directory is at the end: a cut file has none
+            with zipfile.ZipFile(checkpoint) as z:
+                z.namelist()  # (no CRC pass: the tensors stay memory-mapped, read when first used)
+        else:
+            torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every way a file can fail to be read, named in one line
+        why = f"{type(err).__name__}: {_first_line(err)}"
+    if why is not None:
+        raise BackboneError(f"weights file {checkpoint} is unreadable ({why}): it is truncated or damaged; download "
+                            "or copy it again")
+
 
 
 def _checkpoint_in(folder: Path) -> Path | None:

@@ -77,6 +77,7 @@ class BiomedDataset(DatasetBase):
                 f"Get it with: {info.how_to_get(str(cfg.DATASET.ROOT))}"
             )
         splits = read_split_file(split_path, Path(self.dataset_dir))
+        self.split_path = split_path  # named by the dataset's errors
         super().__init__(splits["train"], splits["val"], splits["test"])
         if info.classnames and tuple(self.classnames) != info.classnames:
             logger.warning("%s: the split file's classes %s differ from the catalogue's %s (using the split file's)",

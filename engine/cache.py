@@ -145,6 +145,7 @@ class FeatureCache:
         """Store ``tensors`` under ``key`` atomically; returns the entry's path, or None if not written."""
         if not self.enabled:
             return None
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -158,7 +159,7 @@ class FeatureCache:
             save_file(cpu, tmp, metadata=meta)
             os.replace(tmp, path)
             tmp = None
-        except OSError as e:
+        except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error, not OSError
             self._warn_unwritable(e)
             return None
         finally:
@@ -194,10 +195,11 @@ class FeatureCache:
         self.put(key, {"sha256": torch.tensor(list(bytes.fromhex(fingerprint)), dtype=torch.uint8)})
         return fingerprint
 
-    def _warn_unwritable(self, e: OSError) -> None:
+    def _warn_unwritable(self, e: Exception) -> None:
         if not self._warned:
+            why = getattr(e, "strerror", None) or " ".join(str(e).split())
             logger.warning("feature cache %s is not writable (%s): continuing without caching (set CACHE.DIR or "
-                           "%s to a writable folder, or pass --no-cache)", self.folder, e.strerror or e, CACHE_ENV)
+                           "%s to a writable folder with free space, or pass --no-cache)", self.folder, why, CACHE_ENV)
             self._warned = True
 
 

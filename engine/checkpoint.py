@@ -49,6 +49,41 @@ def _read_pointer(folder: Path) -> str | None:
     return name if (folder / name).is_file() else None
 
 
+def config_differences(saved: CfgNode, cfg: CfgNode) -> list[str]:
+    """The keys (sorted) in which two configs differ, but those of :data:`RESUME_NEUTRAL_KEYS`."""
+    def norm(c: CfgNode) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in flat_items(c).items()}
+
+    old, new = norm(saved), norm(cfg)
+    return [k for k in sorted(set(old) | set(new)) if k not in RESUME_NEUTRAL_KEYS and old.get(k) != new.get(k)]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` (tensors on the CPU); :class:`CheckpointError` naming the file when it cannot be
+    read (truncated, damaged, not a checkpoint: torch's zip reader, unpickler and I/O errors come in many types)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every way a file can fail to be a checkpoint, named in one line
+        why = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {why}): it is truncated or "
+                              "damaged; delete it (and its folder's 'checkpoint' pointer) to retrain from the "
+                              "previous one, or retrain in a new --output-dir") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} is unreadable: not a checkpoint of this toolkit (no state_dict / "
+                              "epoch); retrain in a new --output-dir")
+    return ckpt
+
+
+def latest_checkpoints(run_dir: Path) -> list[Path]:
+    """The latest checkpoint of every module folder of ``run_dir`` (the files its pointer files name)."""
+    out = []
+    for pointer in sorted(Path(run_dir).glob(f"*/{POINTER_FILE}")):
+        name = _read_pointer(pointer.parent)
+        if name:
+            out.append(pointer.parent / name)
+    return out
+
+
 def _checkpoint_path(folder: Path, epoch: int | None, *, prefer_best: bool) -> Path:
     if epoch is not None:
         path = folder / f"{CHECKPOINT_PREFIX}{epoch}"
@@ -173,7 +208,7 @@ class Checkpoints:
             return 0
         for name, module in self._models.items():
             path = _checkpoint_path(directory / name, epoch, prefer_best=self.cfg.TEST.FINAL_MODEL == "best_val")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = read_checkpoint(path)
             self.check_provenance(ckpt, path, resume=False, allow_mismatch=allow_mismatch)
             self._load_trainable(module, ckpt["state_dict"], path)
             loaded_epoch = int(ckpt["epoch"])
@@ -204,11 +239,7 @@ class Checkpoints:
         saved = read_config(directory)
         if saved is None:
             return
-        def norm(cfg: CfgNode) -> dict[str, Any]:
-            return {k: list(v) if isinstance(v, tuple) else v for k, v in flat_items(cfg).items()}
-
-        old, new = norm(saved), norm(self.cfg)
-        diff = [k for k in sorted(set(old) | set(new)) if k not in RESUME_NEUTRAL_KEYS and old.get(k) != new.get(k)]
+        diff = config_differences(saved, self.cfg)
         if diff:
             raise CheckpointError(
                 f"{directory} holds checkpoints of a run with a different config (differs in {', '.join(diff[:5])}): "
@@ -222,7 +253,7 @@ class Checkpoints:
         epoch = 0
         for name, module in self._models.items():
             path = directory / name / _read_pointer(directory / name)
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = read_checkpoint(path)
             self.check_provenance(ckpt, path, resume=True)
             self._load_trainable(module, ckpt["state_dict"], path)
             if self._optims[name] is not None and ckpt["optimizer"] is not None:

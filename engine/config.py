@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     """A config key or value that cannot be merged (unknown key, wrong type, malformed list)."""
 
 
+class ConfigRangeError(ConfigError):
+    """A config value outside its allowed range (a usage error: train.py exits 2)."""
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Defaults (Dassl's keys and values, SPEC §4.1, plus our additions marked "ours")
 # --------------------------------------------------------------------------------------------------------------
@@ -296,6 +300,49 @@ def merge_from_list(cfg: CN, opts: Sequence[str]) -> None:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ConfigError(f"Cannot apply command-line overrides: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Value ranges (checked once, after every config source is merged)
+# --------------------------------------------------------------------------------------------------------------
+#: count-like keys: (pattern over the dotted key, smallest allowed value, what the smallest documented values mean).
+#: A key not listed accepts any value of its type (e.g. DATASET.NUM_SHOTS: ≤ 0 is Dassl's "the whole training split";
+#: OPTIM.WARMUP_EPOCH -1: no warm-up). ``TRAINER.*`` covers every trainer's node.
+RANGES: tuple[tuple[str, int, str], ...] = (
+    ("OPTIM.MAX_EPOCH", 0, "0 only for a trainer that learns nothing"),
+    ("OPTIM.WARMUP_EPOCH", -1, "-1: no warm-up"),
+    ("DATALOADER.TRAIN_X.BATCH_SIZE", 1, ""),
+    ("DATALOADER.TEST.BATCH_SIZE", 1, ""),
+    ("DATALOADER.NUM_WORKERS", 0, "0: load in the main process"),
+    ("TRAIN.PRINT_FREQ", 1, ""),
+    ("TRAIN.CHECKPOINT_FREQ", 0, "0: keep only the last epoch's checkpoint"),
+    ("TRAIN.ENCODE_BATCH_SIZE", -1, "-1: auto, 0: inside every step"),
+    ("TRAINER.*.N_CTX", 1, ""),
+    ("TRAINER.*.N_PROMPTS", 1, ""),
+    ("TRAINER.*.BATCH_SIZE", 1, ""),
+    ("TRAINER.*.AUGMENT_EPOCHS", 1, ""),
+    ("TRAINER.*.PROMPTS_PER_PASS", 1, ""),
+    ("TRAINER.*.PROMPT_DEPTH", 1, ""),
+    ("TRAINER.*.REDUCTION", 1, ""),
+    ("TRAINER.*.MAX_ITER", 1, ""),
+    ("TRAINER.*.BISECTION_STEPS", 0, ""),
+    ("TRAINER.*.ALPHA_UPDATE_EVERY", 1, ""),
+    ("TRAINER.*.INIT_ALPHA_SCALE", 1, ""),
+)
+
+
+def check_ranges(cfg: CN) -> None:
+    """Refuse a count-like key below its smallest allowed value (:data:`RANGES`): :class:`ConfigRangeError` naming
+    the key, the value and the allowed range."""
+    import fnmatch
+
+    for key, value in flat_items(cfg).items():
+        for pattern, low, meaning in RANGES:
+            if fnmatch.fnmatchcase(key, pattern) and isinstance(value, int) and not isinstance(value, bool):
+                if value < low:
+                    note = f"; {meaning}" if meaning else ""
+                    raise ConfigRangeError(f"{key} {value} is out of range (allowed: ≥ {low}{note})")
+                break
 
 
 def changed_unused_keys(cfg: CN) -> list[str]:

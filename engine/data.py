@@ -150,6 +150,7 @@ class DatasetBase:
     def apply_protocol(self, num_shots: int, seed: int, subsample: str) -> None:
         """Few-shot subsets (train: K, val: min(K, 4) per class) then base/new subsampling, in Dassl's order."""
         train, val, test = self.train_x, self.val, self.test
+        self.check_every_class_trains()
         if num_shots < 1:
             logger.info("DATASET.NUM_SHOTS %d ≤ 0: the whole training split is used (%d images; Dassl's semantics)",
                         num_shots, len(train))
@@ -160,6 +161,22 @@ class DatasetBase:
             val = sample_few_shot(val, min(num_shots, FEWSHOT_MAX_VAL), split="val", seed=seed)
         train, val, test = subsample_classes(train, val, test, subsample=subsample)
         DatasetBase.__init__(self, train, val, test)
+
+    def check_every_class_trains(self) -> None:
+        """Every class of the label space (train ∪ val ∪ test) needs training images, in every protocol: the label
+        space and the base / new halves are read from the training list, so a class missing there would be tested
+        without ever being learned and would shift the halves. :class:`DatasetError` naming the class and split."""
+        have = {d.label for d in self.train_x}
+        for split, items in (("test", self.test), ("val", self.val)):
+            missing = sorted({d.label for d in items} - have)
+            if missing:
+                where = getattr(self, "split_path", None) or type(self).__name__
+                names = ", ".join(repr(self.lab2cname[i]) for i in missing[:5])
+                n = sum(d.label == missing[0] for d in items)
+                raise DatasetError(
+                    f"{where}: class {names} (label {missing[0]}{', …' if len(missing) > 1 else ''}) has no images "
+                    f"in the \"train\" split but {n} in \"{split}\": every class needs training images (add them to "
+                    "\"train\", e.g. with scripts/make_split.py, or remove the class from every split)")
 
     def relpath(self, d: Datum) -> str:
         """``d.impath`` relative to the dataset's image folder (as written in split files)."""

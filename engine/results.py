@@ -1,7 +1,7 @@
 """Is a run complete? One definition for everything that decides whether to redo a run (the grid scripts, the
 Python grid runner) and for everything that reads results (``scripts/summarize.py``): its ``metrics.json`` reads
 as a :class:`engine.runfiles.RunMetrics` (:func:`read_metrics`: a JSON object, its checksum matching, its keys of
-the schema's types, a finite ``accuracy``).
+the schema's types, a finite ``accuracy``, no NaN or infinite ``macro_f1`` / ``ece`` / per-class accuracy).
 
 The file's schema, writer and reader live in :mod:`engine.runfiles`; they are re-exported here, where callers
 have always imported them.

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from yacs.config import CfgNode
@@ -24,10 +25,13 @@ from engine.data import DataManager
 from engine.evaluation import Classification
 from engine.plotdata import PREDICTIONS_FILE, save_predictions
 from engine.runfiles import (
+    CONFUSION_FILE,
     METRICS_FILE,
     TENSORBOARD_DIR,
     FewShotSplit,
+    NonFiniteResultError,
     RunMetrics,
+    nonfinite_results,
     write_config,
     write_confusion_matrix,
     write_metrics,
@@ -62,10 +66,12 @@ class RunOutputs:
     def write_run_files(self) -> None:
         """``config.yaml`` and ``fewshot_split.json`` (written before training, so a crashed run is auditable).
 
-        Called once a run has passed its checks and commits to producing new results: a ``metrics.json`` left in the
-        folder is removed here, never earlier, so a refused command cannot destroy a finished run's result."""
+        Called once a run has passed its checks (and read its resume checkpoint) and commits to producing new
+        results: the result files left in the folder (``metrics.json``, ``predictions.npz``, ``confusion_matrix.json``)
+        are removed here, never earlier, so a refused command cannot destroy a finished run's result."""
         (self.output_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed run must not leave stale results
         (self.output_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
+        (self.output_dir / CONFUSION_FILE).unlink(missing_ok=True)
         write_config(self.output_dir, self.cfg)
         cfg = self.cfg
         write_split(self.output_dir, FewShotSplit(
@@ -76,10 +82,20 @@ class RunOutputs:
 
     def write_test_files(self, res: dict[str, Any], split: str, wall_time_s: float) -> None:
         """After the test evaluation ``res``: the confusion matrix (``TEST.COMPUTE_CMAT``), ``predictions.npz`` (its
-        SHA-256 goes into ``res["predictions_sha256"]``), then ``metrics.json``."""
+        SHA-256 goes into ``res["predictions_sha256"]``), then ``metrics.json``. A NaN or infinite metric or
+        confidence (a model that diverged after its last loss check) writes none of them:
+        :class:`engine.runfiles.NonFiniteResultError`."""
+        pred, label, conf = self.evaluator.samples()
+        bad = nonfinite_results(res)
+        n_bad = int((~np.isfinite(np.asarray(conf, dtype=np.float64))).sum())
+        if n_bad:
+            bad.append(f"confidence ({n_bad} of {len(conf)} predictions)")
+        if bad:
+            raise NonFiniteResultError(f"the {split} evaluation gave a non-finite {', '.join(bad)}: the model "
+                                       "diverged after its last loss check; no result was written to "
+                                       f"{self.output_dir}")
         if self.cfg.TEST.COMPUTE_CMAT:
             write_confusion_matrix(self.output_dir, self.classnames, res["confusion_matrix"])
-        pred, label, conf = self.evaluator.samples()
         res["predictions_sha256"] = save_predictions(self.output_dir / PREDICTIONS_FILE, label=label, pred=pred,
                                                      confidence=conf, classnames=self.classnames,
                                                      n_bins=self.evaluator.n_bins)

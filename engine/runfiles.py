@@ -15,7 +15,9 @@ file                     owner
 canonical JSON of every other key (sorted keys, compact separators, UTF-8), and writes the file atomically (temp
 file + rename, :func:`engine.utils.atomic_open`). :func:`read_metrics` returns a :class:`RunMetrics` or raises
 :class:`MetricsError` naming the file and what is wrong: unreadable, not JSON (e.g. truncated), not an object, a
-checksum that does not match (edited or damaged), a known key of the wrong type, no finite ``accuracy``. Files
+checksum that does not match (edited or damaged), a known key of the wrong type, no finite ``accuracy``, a NaN or
+infinite ``macro_f1`` / ``ece`` / per-class accuracy (a diverged run; :func:`write_metrics` refuses to write one:
+:class:`NonFiniteResultError`). Files
 written before a key existed still read (every key but ``accuracy`` may be absent; a file without ``"checksum"``
 is accepted when the rest holds); keys this version does not know are kept in :attr:`RunMetrics.extra`.
 
@@ -50,6 +52,27 @@ class RunFileError(ValueError):
 
 class MetricsError(RunFileError):
     """A ``metrics.json`` that cannot be trusted as a finished result (the message names the file and why)."""
+
+
+class NonFiniteResultError(FloatingPointError):
+    """An evaluation with a NaN or infinite metric or confidence: the model diverged after the last loss check
+    (``train.py`` reports it as "training diverged"); nothing is written."""
+
+
+#: the metrics.json fields that hold evaluation numbers: each must be finite (per_class_accuracy: each value)
+RESULT_KEYS = ("accuracy", "macro_f1", "ece", "per_class_accuracy")
+
+
+def nonfinite_results(m: dict[str, Any]) -> list[str]:
+    """The :data:`RESULT_KEYS` of ``m`` that hold a NaN or infinite number (``name (value)``); absent keys pass."""
+    bad = []
+    for key in RESULT_KEYS:
+        v = m.get(key)
+        values = list(v.values()) if isinstance(v, dict) else [v]
+        odd = [x for x in values if _number(x) and not math.isfinite(x)]
+        if odd:
+            bad.append(f"{key} ({odd[0]})")
+    return bad
 
 
 def _number(v: Any) -> bool:
@@ -152,6 +175,10 @@ def write_metrics(path: str | Path, metrics: RunMetrics | dict[str, Any]) -> Run
     if path.is_dir():
         path = path / METRICS_FILE
     record = metrics if isinstance(metrics, RunMetrics) else RunMetrics.from_dict(metrics, path)
+    bad = nonfinite_results(record.as_dict())
+    if bad:
+        raise NonFiniteResultError(f"the evaluation gave a non-finite {', '.join(bad)}, so {path} was not written: "
+                                   "the model diverged after its last loss check")
     body = dataclasses.replace(record, checksum=None).as_dict()
     record = dataclasses.replace(record, checksum=content_checksum(body))
     with atomic_open(path, "w") as f:
@@ -182,6 +209,9 @@ def read_metrics(path: str | Path, *, require_accuracy: bool = True) -> RunMetri
     acc = m.get("accuracy")
     if require_accuracy and not (_number(acc) and math.isfinite(acc)):
         raise MetricsError(f"{path}: no finite accuracy ({acc!r})")
+    bad = nonfinite_results(m)
+    if require_accuracy and bad:
+        raise MetricsError(f"{path}: non-finite {', '.join(bad)} (a diverged run)")
     return RunMetrics.from_dict(m, path)
 
 

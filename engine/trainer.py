@@ -45,6 +45,7 @@ from engine.checkpoint import (
     _checkpoint_path,
     _read_pointer,
 )
+from engine.config import ConfigRangeError
 from engine.data import DataManager, read_image
 from engine.evaluation import Classification
 from engine.frozen import (
@@ -257,14 +258,19 @@ class TrainerBase(FrozenFeatures, Checkpoints, RunOutputs):
         """Train (if there is anything to learn), then evaluate as TEST.FINAL_MODEL says."""
         t0 = time.perf_counter()
         resume_dir = Path(self.cfg.RESUME) if self.cfg.RESUME else self.output_dir
-        if self._models:
-            self.check_resumable(resume_dir)
-            self.check_test_images()
-        self.write_run_files()
         if not self._models:
+            self.write_run_files()
             logger.info("%s learns nothing: going straight to evaluation", self.cfg.TRAINER.NAME)
             return self._final_test(t0)
+        if self.max_epoch < 1:
+            raise ConfigRangeError(f"OPTIM.MAX_EPOCH {self.max_epoch} is out of range for {self.cfg.TRAINER.NAME}, "
+                                   "which learns parameters (allowed: ≥ 1; 0 only for a trainer that learns nothing)")
+        self.check_resumable(resume_dir)
+        self.check_test_images()
+        # the resume checkpoint is read before write_run_files() removes a finished run's files: an unreadable one
+        # stops the run with those files untouched
         self.start_epoch = self.resume_if_possible(resume_dir)
+        self.write_run_files()
         self.before_train()
         if self._origin is not None:
             self.timings["to_training_s"] = time.perf_counter() - self._origin  # start → the first epoch begins

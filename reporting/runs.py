@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.results import MetricsError, read_metrics  # no torch: reading needs the standard library
+from engine.runfiles import nonfinite_results
 
 METRICS = ("accuracy", "macro_f1", "ece")
 SUBSAMPLES = ("all", "base", "new")
@@ -44,6 +45,9 @@ def _parse_run(path: Path, metrics: Sequence[str]) -> tuple[Run | None, list[str
         m = read_metrics(path, require_accuracy=False)  # a JSON object whose checksum matches
     except MetricsError as e:
         return None, [str(e).removeprefix(f"{path}: ")]
+    diverged = nonfinite_results(m.as_dict())
+    if diverged:  # a diverged run is no result in any table (not only in the tables of its non-finite metric)
+        return None, [f"non-finite {', '.join(diverged)} (a diverged run): skipped"]
     bad = [k for k in ("dataset", "trainer") if not isinstance(m.get(k), str) or not m[k]]
     bad += [k for k in ("seed", "shots") if not _is_int(m.get(k))]
     if m.get("subsample") not in SUBSAMPLES:

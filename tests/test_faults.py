@@ -389,3 +389,237 @@ def test_kill_9_mid_grid_then_rerun_gives_the_same_runs_and_tables(synth_root: P
         run = f"few_shot/synthmed/CoOp/shots2/seed{seed}"
         assert results(out / run) == results(tmp_path / "ref" / run)
     assert (out / "few_shot/summary.md").read_text() == (tmp_path / "ref/few_shot/summary.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------- issue 24: second pass
+def test_corrupt_last_checkpoint_never_destroys_a_finished_run(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """Bad 1: a truncated last checkpoint and the same command again: one line naming it; the finished files
+    (metrics.json, predictions.npz, config.yaml, fewshot_split.json) untouched — also when the run is re-evaluated on
+    purpose (--force-eval), resumed after a lost metrics.json, or evaluated with --eval-only."""
+    done = tmp_path / "done"
+    shutil.copytree(coop_run, done)
+    ckpt = done / "prompt_learner/model.pth.tar-2"
+    ckpt.write_bytes(ckpt.read_bytes()[:500])
+    kept = ("metrics.json", "predictions.npz", "config.yaml", "fewshot_split.json")
+    before = {name: (done / name).read_bytes() for name in kept}
+    for extra in ([], ["--force-eval"], ["--eval-only", "--model-dir", str(done)]):
+        line = fails(capsys, cli(synth_root, done, *extra), str(ckpt), status=1)
+        assert "unreadable" in line, line
+        assert {name: (done / name).read_bytes() for name in kept} == before, extra
+    assert "error: " in (done / "log.txt").read_text()
+    (done / "metrics.json").unlink()  # a run that lost its result: the resume reads the checkpoint first
+    fails(capsys, cli(synth_root, done), str(ckpt), status=1)
+    assert (done / "predictions.npz").read_bytes() == before["predictions.npz"]
+
+
+# one training step (6 images, batch 8): the loss is checked finite, the step that follows blows the prompt up
+ONE_STEP = [*FAST, "DATASET.NUM_SHOTS", "1", "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
+            "OPTIM.LR", "1e30", "OPTIM.WARMUP_EPOCH", "-1"]
+
+
+def test_divergence_after_the_last_checked_step_is_not_a_result(synth_root: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """Bad 2: OPTIM.LR 1e30 with a single step: the loss was finite, the evaluation is NaN. "training diverged" (the
+    loss check's message), and no metrics.json nor predictions.npz."""
+    out = tmp_path / "run"
+    fails(capsys, cli(synth_root, out, opts=ONE_STEP), "training diverged; lower OPTIM.LR", status=1)
+    assert not (out / "metrics.json").exists() and not (out / "predictions.npz").exists()
+
+
+def test_non_finite_metrics_are_never_written_nor_read_as_complete(tmp_path: Path) -> None:
+    """Bad 2, at the file layer: every trainer writes through write_metrics, every reader through read_metrics."""
+    from engine.runfiles import NonFiniteResultError
+
+    good = {"accuracy": 50.0, "macro_f1": 40.0, "ece": 3.0, "per_class_accuracy": {"a": 50.0}}
+    for key, value in (("ece", float("nan")), ("macro_f1", float("inf")), ("per_class_accuracy", {"a": float("nan")})):
+        with pytest.raises(NonFiniteResultError, match=f"{key}.*diverged"):
+            write_metrics(tmp_path, {**good, key: value})
+        assert not (tmp_path / "metrics.json").exists()
+        body = {**good, key: value}
+        path = tmp_path / "metrics.json"
+        path.write_text(json.dumps(body))  # a file from before this check (json writes NaN / Infinity)
+        with pytest.raises(MetricsError, match=f"non-finite {key}"):
+            read_metrics(path)
+        assert not run_is_complete(tmp_path)
+        from engine.results import main as results_main
+        assert results_main([str(tmp_path)]) == 1
+        path.unlink()
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("OPTIM.MAX_EPOCH", "-1", "≥ 0"),
+    ("DATALOADER.TRAIN_X.BATCH_SIZE", "0", "≥ 1"),
+    ("DATALOADER.TEST.BATCH_SIZE", "-4", "≥ 1"),
+    ("DATALOADER.NUM_WORKERS", "-1", "≥ 0"),
+    ("TRAIN.PRINT_FREQ", "0", "≥ 1"),
+    ("TRAIN.CHECKPOINT_FREQ", "-2", "≥ 0"),
+    ("TRAINER.COOP.N_CTX", "0", "≥ 1"),
+    ("TRAINER.OGKD.N_PROMPTS", "-3", "≥ 1"),
+])
+def test_count_keys_out_of_range_exit_2_naming_the_key(key: str, value: str, allowed: str, synth_root: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Bad 3 (and Weak: BATCH_SIZE 0): one line naming the key, its value and the allowed range; exit 2, nothing
+    written (checked once, after every config source is merged)."""
+    out = tmp_path / "run"
+    line = fails(capsys, cli(synth_root, out, opts=[*FAST, key, value]), f"{key} {value}", status=2)
+    assert f"allowed: {allowed}" in line, line
+    assert not out.exists()
+
+
+def test_zero_epochs_for_a_trainer_that_learns_is_refused(synth_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """OPTIM.MAX_EPOCH 0 is a documented value only for a trainer that learns nothing (ZeroshotCLIP, LinearProbe's
+    closed-form fit): CoOp with 0 epochs would record its initial prompt as a trained result."""
+    fails(capsys, cli(synth_root, tmp_path / "run", opts=[*FAST, "OPTIM.MAX_EPOCH", "0"]),
+          "OPTIM.MAX_EPOCH 0", status=2)
+    no_result(tmp_path / "run")
+    out = tmp_path / "zs"
+    assert train.main(cli(synth_root, out, base=trainer_args("ZeroshotCLIP"),
+                          opts=[*FAST, "OPTIM.MAX_EPOCH", "0"])) == 0
+    assert run_is_complete(out)
+
+
+def test_a_class_without_training_images_is_named(synth_root: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Bad 4: a class missing from "train" was silently tested (and would shift the base / new halves)."""
+    root = copy_data(synth_root, tmp_path / "data")
+    split = split_of(root)
+    gone = split["train"][0][2]
+    split["train"] = [e for e in split["train"] if e[2] != gone]
+    (root / "SynthMed/split_SynthMed.json").write_text(json.dumps(split))
+    line = fails(capsys, cli(root, tmp_path / "run"), f"class {gone!r}")
+    assert 'no images in the "train" split' in line
+    no_result(tmp_path / "run")
+
+
+def test_truncated_local_dir_weights_are_named(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               synth_root: Path) -> None:
+    """Weak: a truncated weights file of a local-dir backbone gave a traceback (or "does not fit the
+    architecture")."""
+    from safetensors.torch import save_file
+
+    from clip_backbones import BackboneError, build_backbone
+    from clip_backbones.factory import TINY_BACKBONES
+
+    for f in TINY_BACKBONES["tiny-biomedclip"].iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    state = {k: v.contiguous() for k, v in build_backbone("tiny-biomedclip").model.state_dict().items()}
+    for name in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors"):
+        path = tmp_path / name
+        torch.save(state, path) if name.endswith(".bin") else save_file(state, path)
+        path.write_bytes(path.read_bytes()[:4000])
+        with pytest.raises(BackboneError, match="unreadable") as err:
+            build_backbone(f"local-dir:{tmp_path}")
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    fails(capsys, cli(synth_root, tmp_path / "run", opts=[*FAST, "MODEL.BACKBONE.NAME", f"local-dir:{tmp_path}"]),
+          str(tmp_path / "open_clip_model.safetensors"), status=1)
+
+
+def test_rerunning_a_finished_run_says_already_complete(coop_run: Path, synth_root: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Weak: the same command again re-evaluated and rewrote metrics.json, losing its cost record. Now it says
+    "already complete" and leaves every file as it is; --force-eval re-evaluates on purpose (same results)."""
+    done = tmp_path / "done"
+    shutil.copytree(coop_run, done)
+    before = (done / "metrics.json").read_bytes()
+    assert train.main(cli(synth_root, done)) == 0
+    assert "already complete" in caplog.text and "--force-eval" in caplog.text
+    assert (done / "metrics.json").read_bytes() == before
+    assert train.main(cli(synth_root, done, "--force-eval")) == 0
+    assert (done / "metrics.json").read_bytes() != before and results(done) == results(coop_run)
+    # an evaluation into its own folder (the base-to-novel "new" evaluation): the same command again is complete too
+    ev = tmp_path / "eval"
+    command = cli(synth_root, ev, "--eval-only", "--model-dir", str(coop_run))
+    assert train.main(command) == 0
+    first = (ev / "metrics.json").read_bytes()
+    caplog.clear()
+    assert train.main(command) == 0
+    assert "already complete" in caplog.text and (ev / "metrics.json").read_bytes() == first
+
+
+def test_resume_from_a_missing_folder_is_refused(synth_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Weak: --resume DIR where DIR does not exist trained from scratch without a word."""
+    fails(capsys, cli(synth_root, tmp_path / "run", "--resume", str(tmp_path / "nowhere")),
+          f"nothing to resume in {tmp_path / 'nowhere'}", status=2)
+    (tmp_path / "empty").mkdir()
+    fails(capsys, cli(synth_root, tmp_path / "run", "--resume", str(tmp_path / "empty")),
+          f"nothing to resume in {tmp_path / 'empty'}", status=2)
+
+
+def test_ctrl_c_in_a_single_run_is_one_line_and_resumes(synth_root: Path, coop_run: Path, tmp_path: Path) -> None:
+    """Weak: Ctrl-C printed a 58-line traceback (exit 1) and log.txt said nothing; now exit 130, one line, logged."""
+    out = tmp_path / "run"
+    proc = _train_py(synth_root, out)
+    pointer = out / "prompt_learner/checkpoint"
+    deadline = time.monotonic() + 300
+    while not pointer.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if "interrupted" in x]) == 1, err
+    assert "rerun the same command to resume" in err
+    assert "interrupted" in (out / "log.txt").read_text()
+    assert train.main(cli(synth_root, out)) == 0
+    assert results(out) == results(coop_run)
+
+
+@pytest.mark.parametrize("how", ["OSError", "SafetensorError"])
+def test_a_full_cache_disk_is_one_warning_and_an_uncached_run(how: str, synth_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Weak: CACHE.DIR on a full disk gave a traceback (safetensors raises its own SafetensorError, not OSError)."""
+    import errno
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(*_a: object, **_k: object) -> None:
+        if how == "OSError":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    out = tmp_path / "run"
+    assert train.main(cli(synth_root, out, base=trainer_args("ZeroshotCLIP"),
+                          opts=[*FAST, "CACHE.DIR", str(tmp_path / "cache")])) == 0
+    warnings = [r for r in caplog.records if "not writable" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    assert run_is_complete(out)
+
+
+def test_a_real_full_tmpfs_cache(synth_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The same on a real full file system: a 4 KiB tmpfs (root only; skipped where mounting is not permitted)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = tmp_path / "run"
+        assert train.main(cli(synth_root, out, base=trainer_args("ZeroshotCLIP"),
+                              opts=[*FAST, "CACHE.DIR", str(mnt)])) == 0
+        assert len([r for r in caplog.records if "not writable" in r.getMessage()]) == 1
+        assert run_is_complete(out)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_summarize_skips_a_diverged_run_in_every_table(tmp_path: Path) -> None:
+    """Bad 2, the reader's side: a metrics.json with a finite accuracy but a NaN ece (written before this check) was
+    averaged into the accuracy table; now it is skipped, with a warning naming the file."""
+    from reporting.runs import load_runs
+
+    common = {"dataset": "SynthMed", "trainer": "CoOp", "shots": 2, "subsample": "all", "macro_f1": 50.0}
+    for seed, ece in ((1, 3.0), (2, float("nan"))):
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({**common, "seed": seed, "accuracy": 60.0, "ece": ece}))
+    runs, warnings, n = load_runs(tmp_path)
+    assert n == 2 and [r.seed for r in runs] == [1]
+    assert len(warnings) == 1 and "seed2" in warnings[0] and "non-finite ece" in warnings[0], warnings
