@@ -233,7 +233,6 @@ def _check_readable(checkpoint: Path) -> None:
                             "or copy it again")
 
 
-
 def _checkpoint_in(folder: Path) -> Path | None:
     """The weights file open_clip loads from a local-dir folder (its preference order), or None."""
     found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
