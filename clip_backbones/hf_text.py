@@ -10,7 +10,6 @@ from open_clip import CustomTextCLIP
 from open_clip.hf_model import ClsPooler, HFTextEncoder
 from open_clip.tokenizer import HFTokenizer
 from torch import nn
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .base import Backbone, Tokenizer
@@ -82,6 +81,8 @@ class HFTextBackbone(Backbone):
         """The mask BertModel builds from the 2D padding mask, built here as a prepared 4D mask (which BertModel
         uses as given): asked for without the "no padding → no mask" shortcut, whose test (``mask.all()``) would
         wait for the device on every call."""
+        from transformers.masking_utils import create_bidirectional_mask  # (lazy: only HF text towers need it)
+
         return create_bidirectional_mask(config=config, inputs_embeds=embeddings, attention_mask=mask,
                                          allow_is_bidirectional_skip=False)
 

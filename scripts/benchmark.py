@@ -11,7 +11,9 @@ Real ``train.py`` processes on SynthMed (6 classes), side by side in one invocat
 2. **warm** — the same command again, ``--repeats`` times (default 3): both are read from the cache; the warm
    column is the median of each phase and of the peak memory over the repeats (each repeat is listed too);
 3. **per-step** — warm, with ``TRAIN.ENCODE_BATCH_SIZE 0``: the frozen image tower runs inside every step (the
-   released code's loop), for comparing the step cost with the batched encoding's share counted.
+   released code's loop), for comparing the step cost with the batched encoding's share counted; also
+   ``--repeats`` times, each right after a warm run (warm 1, per-step 1, warm 2, …), and its column the median, so
+   that a drift of a shared machine's load between the runs does not pass for a difference between the paths.
 
 Each run's ``metrics.json`` holds its phase timings (``OGKD_SYNC_TIMINGS=1`` makes them exact on CUDA): process
 start (interpreter + imports), backbone load, data, model, teacher bank, start → training, encoding passes,
@@ -258,14 +260,24 @@ def project(costs: dict[str, float]) -> dict[str, Any]:
     return {"runs": len(runs), "ours_s": ours, "released_structure_s": released}
 
 
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def step_cost_ratio(batched: dict[str, Any], per_step: dict[str, Any], batch: int) -> float:
+    """A training step's cost on the batched path (step + its share of the encoding passes) over the per-step path's
+    (the image tower inside the step), from one run of each."""
+    t, c = batched["timings_s"], batched["counts"]
+    cost = t.get("steps_s", 0.0) / max(c.get("steps", 0), 1) + t.get("encode_s", 0.0) / max(
+        c.get("encoded_images", 0), 1) * batch
+    return cost / max(per_step["timings_s"].get("steps_s", 0.0) / max(per_step["counts"].get("steps", 0), 1), 1e-9)
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One run's metrics with every timing, the peak memory and the wall time replaced by their medians over
     ``runs`` (identical settings; the counts and results are the first run's)."""
-    def median(values: list[float]) -> float:
-        values = sorted(values)
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
     out = dict(runs[0])
     out["timings_s"] = {k: median([r["timings_s"][k] for r in runs if k in r["timings_s"]])
                         for k in runs[0]["timings_s"]}
@@ -297,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=4, help="training batch size (OGKD's paper value: 4)")
     p.add_argument("--workers", type=int, default=2, help="DATALOADER.NUM_WORKERS")
-    p.add_argument("--repeats", type=int, default=3, help="warm runs; the warm column is their median (default 3)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="warm runs, and per-step runs alternating with them; each column is their median (default 3)")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.add_argument("--keep-model", type=Path, metavar="DIR",
                    help="write the full-size model folder to DIR (reused if there) and keep it, e.g. for a grid")
@@ -328,12 +341,16 @@ def main(argv: list[str] | None = None) -> int:
                   "DATALOADER.TRAIN_X.BATCH_SIZE", str(args.batch), "DATALOADER.NUM_WORKERS", str(args.workers),
                   "USE_CUDA", str(args.device == "cuda"), "VERBOSE", "False"]
         runs: dict[str, Any] = {}
-        plan = [("cold", [])] + [(f"warm {i + 1}/{args.repeats}", []) for i in range(args.repeats)]
-        for name, extra in [*plan, ("per-step", ["TRAIN.ENCODE_BATCH_SIZE", "0"])]:
+        # the warm and per-step runs alternate (warm 1, per-step 1, warm 2, …): on a shared machine whose load
+        # drifts, paths measured minutes apart differ by more than the paths do
+        plan = [("cold", [])] + [(f"{kind} {i + 1}/{args.repeats}", extra) for i in range(args.repeats)
+                                 for kind, extra in (("warm", []), ("per-step", ["TRAIN.ENCODE_BATCH_SIZE", "0"]))]
+        for name, extra in plan:
             print(f"[{name}] train.py ...", flush=True)
             runs[name] = train_run([*common, *extra], tmp / name.replace(" ", "-").replace("/", "-of-"), env)
-        runs["warm repeats"] = [runs.pop(name) for name, _ in plan[1:]]
-        runs["warm"] = median_run(runs["warm repeats"])
+        for kind in ("warm", "per-step"):
+            runs[f"{kind} repeats"] = [runs.pop(name) for name, _ in plan[1:] if name.startswith(f"{kind} ")]
+            runs[kind] = median_run(runs[f"{kind} repeats"])
         report(args, runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -346,7 +363,8 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\n{args.trainer} on SynthMed (6 classes, {args.shots} shots, {args.epochs} epoch(s), batch {args.batch}), "
           f"{args.size} {args.backbone} architecture, {device}, FROZEN_PREC {args.prec}")
-    print(f"  {'phase':42s} {'cold':>9s} {'warm':>9s} {'per-step':>9s}   (warm: median of {len(runs['warm repeats'])})")
+    print(f"  {'phase':42s} {'cold':>9s} {'warm':>9s} {'per-step':>9s}   "
+          f"(warm, per-step: medians of {len(runs['warm repeats'])})")
     for key, label in PHASES:
         vals = [r["timings_s"].get(key) for r in (cold, warm, step)]
         print(f"  {label:42s} " + " ".join(f"{v:8.2f}s" if v is not None else f"{'-':>9s}" for v in vals))
@@ -359,7 +377,10 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
     print("\n  per training step: batched path "
           f"{batched:.3f} s ({costs['step_s']:.3f} step + {costs['encode_per_image_s'] * args.batch:.3f} encoding "
           f"share) vs per-step path {costs['per_step_path_step_s']:.3f} s "
-          f"({batched / max(costs['per_step_path_step_s'], 1e-9):.2f}x)")
+          f"({batched / max(costs['per_step_path_step_s'], 1e-9):.2f}x; medians of {args.repeats})")
+    pairs = [step_cost_ratio(w, s, args.batch) for w, s in zip(runs["warm repeats"], runs["per-step repeats"])]
+    print("  batched / per-step step cost, each warm run against the per-step run after it: "
+          + ", ".join(f"{r:.2f}x" for r in pairs) + f" (median {median(pairs):.2f}x)")
     ev_cold, ev_warm = (sum(r["timings_s"].get(k, 0.0) for k in ("test_features_s", "eval_test_s"))
                         for r in (cold, warm))
     print(f"  evaluation (test features + evaluation), second run / first run: {ev_warm:.2f} s / {ev_cold:.2f} s "

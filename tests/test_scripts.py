@@ -59,6 +59,16 @@ def test_benchmark_warm_column_is_the_median_of_the_repeats() -> None:
     assert runs[0]["timings_s"]["to_training_s"] == 3.9  # the inputs are left alone
 
 
+def test_benchmark_step_cost_ratio_counts_the_encoding_share() -> None:
+    bench = _benchmark()
+    # batched: 24 steps in 12 s (0.5 s) + 96 images encoded in 48 s (0.5 s/image, 2 s per step of 4 images) = 2.5 s;
+    # per-step: 24 steps in 50 s = 2.083 s per step
+    batched = {"timings_s": {"steps_s": 12.0, "encode_s": 48.0}, "counts": {"steps": 24, "encoded_images": 96}}
+    per_step = {"timings_s": {"steps_s": 50.0}, "counts": {"steps": 24}}
+    assert abs(bench.step_cost_ratio(batched, per_step, 4) - 2.5 / (50.0 / 24)) < 1e-12
+    assert bench.step_cost_ratio(per_step, per_step, 4) == 1.0  # nothing encoded ahead: equal
+
+
 def test_benchmark_projection_counts_the_paper_grid() -> None:
     bench = _benchmark()
     runs = bench.grid_runs()
