@@ -347,11 +347,12 @@ def _ablation(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[GridSpe
     knobs = dict(env)
     knobs["SHOTS"] = env.get("SHOTS") or " ".join(map(str, ablation.DEFAULT_SHOTS))
     spec = spec_from_env("few_shot", args.datasets, knobs)
+    repo = ablation.REPO
     variants = ablation.parse_names(args.variants if args.variants is not None else env.get("VARIANTS") or "all",
-                                    ablation.known_variants())
+                                    ablation.known_variants(repo=repo))
     sweeps = ablation.parse_names(args.sweeps if args.sweeps is not None else env.get("SWEEPS") or "none",
-                                  ablation.known_sweeps())
-    return spec, ablation.ablation_jobs(spec, variants, sweeps)
+                                  ablation.known_sweeps(repo=repo))
+    return spec, ablation.ablation_jobs(spec, variants, sweeps, repo=repo)
 
 
 def main(argv: list[str] | None = None) -> int:
