@@ -21,6 +21,8 @@ Command line (what ``scripts/run_fewshot.sh``, ``scripts/run_base2novel.sh`` and
 
     python -m engine.cells few_shot|base_to_novel [--datasets a b …] [--keep-going] [--wait] [--cells-file F]
     python -m engine.cells demo [--trainers "…"] [--b2n-trainers "…"] [--cells-file F]
+    python -m engine.cells ablation [--datasets a b …] [--variants "…"] [--sweeps "…"] [--keep-going] [--wait]
+                                    [--cells-file F]     (OGKD's ablation study: engine/ablation.py)
 
 knobs from the environment (:func:`spec_from_env`, :func:`demo_jobs`, :mod:`engine.grid_launch`); ``--cells-file``
 writes the cells file (``scripts/grid_runner.py --cells``) instead of running. The engine imports none of its
