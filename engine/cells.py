@@ -21,6 +21,8 @@ Command line (what ``scripts/run_fewshot.sh``, ``scripts/run_base2novel.sh`` and
 
     python -m engine.cells few_shot|base_to_novel [--datasets a b …] [--keep-going] [--wait] [--cells-file F]
     python -m engine.cells demo [--trainers "…"] [--b2n-trainers "…"] [--cells-file F]
+    python -m engine.cells ablation [--datasets a b …] [--variants "…"] [--sweeps "…"] [--keep-going] [--wait]
+                                    [--cells-file F]     (OGKD's ablation study: engine/ablation.py)
 
 knobs from the environment (:func:`spec_from_env`, :func:`demo_jobs`, :mod:`engine.grid_launch`); ``--cells-file``
 writes the cells file (``scripts/grid_runner.py --cells``) instead of running. The engine imports none of its
@@ -323,11 +325,36 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--keep-going", action="store_true", help="continue past failed cells")
         g.add_argument("--wait", action="store_true", help="LAUNCHER=slurm: follow the job array, then summarise")
         g.add_argument("--cells-file", help="write the cells file and stop (nothing runs)")
+    a = sub.add_parser("ablation", help="OGKD's ablation study (scripts/run_ablation.sh; knobs as few_shot, plus "
+                                        "VARIANTS and SWEEPS)")
+    a.add_argument("--datasets", nargs="+", default=[], metavar="NAME", help="lower-case dataset names")
+    a.add_argument("--variants", default=None, help='variants (VARIANTS; default "all": configs/ablations/OGKD/*.yaml)')
+    a.add_argument("--sweeps", default=None, help='sweeps (SWEEPS; default "none"; "all": configs/ablations/OGKD/'
+                                                  'sweeps/*.yaml)')
+    a.add_argument("--keep-going", action="store_true", help="continue past failed cells")
+    a.add_argument("--wait", action="store_true", help="LAUNCHER=slurm: follow the job array, then summarise")
+    a.add_argument("--cells-file", help="write the cells file and stop (nothing runs)")
     d = sub.add_parser("demo", help="the demo's cells (scripts/demo.sh)")
     d.add_argument("--trainers", default=None, help='few-shot trainers (TRAINERS, "ZeroshotCLIP CoOp BiomedCoOp OGKD")')
     d.add_argument("--b2n-trainers", default=None, help='base-to-novel trainers (B2N_TRAINERS, "ZeroshotCLIP OGKD")')
     d.add_argument("--cells-file", help="write the cells file and stop (nothing runs)")
     return p
+
+
+def _ablation(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[GridSpec, list[Job]]:
+    """The ablation study's grid (:mod:`engine.ablation`): the few-shot knobs (SHOTS default "1 4 16") plus VARIANTS
+    (default all) and SWEEPS (default none); the flags win over the knobs."""
+    from engine import ablation
+
+    knobs = dict(env)
+    knobs["SHOTS"] = env.get("SHOTS") or " ".join(map(str, ablation.DEFAULT_SHOTS))
+    spec = spec_from_env("few_shot", args.datasets, knobs)
+    repo = ablation.REPO
+    variants = ablation.parse_names(args.variants if args.variants is not None else env.get("VARIANTS") or "all",
+                                    ablation.known_variants(repo=repo))
+    sweeps = ablation.parse_names(args.sweeps if args.sweeps is not None else env.get("SWEEPS") or "none",
+                                  ablation.known_sweeps(repo=repo))
+    return spec, ablation.ablation_jobs(spec, variants, sweeps, repo=repo)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             jobs = demo_jobs(trainers, b2n, env)
             output_root, wait, keep_going = env.get("OUTPUT_ROOT") or "output/demo", False, False
             env.update(LAUNCHER="local", GPUS="")  # a CPU demo: always here, never pinned
+        elif args.command == "ablation":
+            spec, jobs = _ablation(args, env)
+            output_root, wait, keep_going = spec.output_root, args.wait, args.keep_going
         else:
             spec = spec_from_env(args.command, args.datasets, env)
             jobs = grid_jobs(spec)
@@ -365,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = f"{output_root}/{args.command}"
     if Path(folder).is_dir():
         print(flush=True)
-        subprocess.run([sys.executable, str(REPO / SUMMARIZE), folder, "--seeds", *map(str, spec.seeds)],
+        layout = ["--layout", "ablation"] if args.command == "ablation" else []
+        subprocess.run([sys.executable, str(REPO / SUMMARIZE), folder, "--seeds", *map(str, spec.seeds), *layout],
                        check=False)
     return status
 

@@ -146,6 +146,9 @@ def _base_defaults() -> CN:
     _C.TEST.SPLIT = "test"
     _C.TEST.FINAL_MODEL = "last_step"  # last_step / best_val
 
+    _C.ABLATION = CN()  # ours: the ablation point a run belongs to (engine/ablation.py; metrics.json "ablation")
+    _C.ABLATION.NAME = ""  # "" = not an ablation run; else a variant ("coop", "+sccm", …, "full") or "<sweep>=<value>"
+
     _C.TRAINER = CN()
     _C.TRAINER.NAME = ""
     return _C

@@ -113,8 +113,8 @@ class RunOutputs:
             num_samples=res["num_samples"], per_class_accuracy=res["per_class_accuracy"],
             trainer=cfg.TRAINER.NAME, dataset=cfg.DATASET.NAME, backbone=cfg.MODEL.BACKBONE.NAME,
             seed=int(cfg.SEED), shots=shots, shots_all=shots < 1, train_images=len(self.dm.dataset.train_x),
-            subsample=cfg.DATASET.SUBSAMPLE_CLASSES, epochs=self._metrics_epochs(),
-            wall_time_s=round(float(wall_time_s), 3),
+            subsample=cfg.DATASET.SUBSAMPLE_CLASSES, ablation=cfg.ABLATION.NAME or None,
+            epochs=self._metrics_epochs(), wall_time_s=round(float(wall_time_s), 3),
             timings_s={k: round(float(v), 3) for k, v in self.timings.items()}, counts=dict(self.counts),
             **peak_memory_mib(self.device), versions=package_versions(), git_commit=git_commit(),
             # an evaluation across a mismatch allowed by --allow-mismatch

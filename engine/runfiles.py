@@ -110,6 +110,8 @@ class RunMetrics:
     shots_all: bool | None = field(default=None, metadata={"kind": "boolean"})
     train_images: int | None = field(default=None, metadata={"kind": "integer"})
     subsample: str | None = field(default=None, metadata={"kind": "string"})
+    #: the ablation point (config ABLATION.NAME: a variant, or "<sweep>=<value>"); absent outside an ablation run
+    ablation: str | None = field(default=None, metadata={"kind": "string"})
     epochs: int | None = field(default=None, metadata={"kind": "integer"})
     wall_time_s: float | None = field(default=None, metadata={"kind": "number"})
     timings_s: dict[str, float] | None = field(default=None, metadata={"kind": "object"})

@@ -33,6 +33,7 @@ class Run:
     subsample: str  # "all" (few-shot), "base" or "new" (base-to-novel)
     values: dict[str, float]
     epochs: int | None = None  # metrics.json "epochs" (0: nothing trained); None when absent
+    ablation: str | None = None  # metrics.json "ablation": the ablation point (engine/ablation.py); None when absent
 
 
 def _is_int(x: object) -> bool:
@@ -70,7 +71,8 @@ def _parse_run(path: Path, metrics: Sequence[str]) -> tuple[Run | None, list[str
     run = Run(path=path, dataset=m["dataset"], trainer=m["trainer"],
               backbone=str(backbone) if backbone is not None else None,
               shots=m["shots"] if m["shots"] >= 1 else ALL_SHOTS, seed=m["seed"], subsample=m["subsample"],
-              values=values, epochs=m["epochs"] if _is_int(m.get("epochs")) else None)
+              values=values, epochs=m["epochs"] if _is_int(m.get("epochs")) else None,
+              ablation=m["ablation"] if isinstance(m.get("ablation"), str) and m["ablation"] else None)
     return run, problems
 
 
@@ -84,9 +86,9 @@ def load_runs(root: Path, metrics: Sequence[str] = METRICS) -> tuple[list[Run], 
         warnings += [f"{path}: {p}" + ("" if run else "; skipped") for p in problems]
         if run is None:
             continue
-        key = (run.dataset, run.trainer, run.backbone, run.shots, run.subsample, run.seed)
+        key = (run.dataset, run.trainer, run.backbone, run.shots, run.subsample, run.seed, run.ablation)
         if key in runs:
-            warnings.append(f"{path}: same dataset/trainer/backbone/shots/subsample/seed as {runs[key].path}; "
+            warnings.append(f"{path}: same dataset/trainer/backbone/shots/subsample/seed/ablation as {runs[key].path}; "
                             f"skipped (the first in path order is used)")
             continue
         runs[key] = run

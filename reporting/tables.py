@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from reporting.ablation import ablation_tables
 from reporting.aggregate import AVERAGE, LOWER_IS_BETTER, NO_TRAINING, PARTS, Cell, Grid, build_grids
 from reporting.backbones import backbone_tables
 from reporting.runs import Run
@@ -206,6 +207,7 @@ LAYOUTS: dict[str, Layout] = {
     "trainers": trainer_tables,
     "paper": paper_tables,
     "backbones": lambda grid, order: backbone_tables(grid, order, make_table=Table),
+    "ablation": ablation_tables,
 }
 """The Markdown / LaTeX layouts by name (``--layout``): each turns one grid into its tables. Add a layout here."""
 

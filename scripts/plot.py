@@ -2,7 +2,7 @@
 """Figures of every run under OUTPUT_ROOT, from its metrics.json and predictions.npz (never from logs).
 
     python scripts/plot.py OUTPUT_ROOT [--out DIR] [--formats png,pdf] [--order OGKD BiomedCoOp …]
-                           [--seeds 1 2 3] [--metric accuracy] [--dataset NAME …] [--shots K]
+                           [--seeds 1 2 3] [--metric accuracy] [--dataset NAME …] [--shots K] [--ablation]
 
 Runs are found and grouped exactly as by ``scripts/summarize.py`` (same seeds, same means and population stds), so
 a figure shows the numbers of the tables. Written to OUTPUT_ROOT/figures (or ``--out``), each as PNG and PDF:
@@ -17,6 +17,10 @@ a figure shows the numbers of the tables. Written to OUTPUT_ROOT/figures (or ``-
   showing where the images fall. Default: every dataset at its largest K (``--dataset``, ``--shots`` choose).
 * ``confusion_<dataset>_K<k>[_base|_new]``: one confusion matrix per trainer (counts summed over seeds, each row
   normalised to 100 %; rows = true class, columns = predicted).
+
+* ``ablation_<sweep>_<metric>`` (``--ablation``, OGKD's ablation study: docs/ablation.md): one panel per dataset,
+  the metric vs the swept parameter's value, one line per K, error bars = the population std over seeds; the
+  default value (dotted line) is the ``full`` variant's runs. Only these figures are drawn with ``--ablation``.
 
 The last two need the runs' ``predictions.npz`` (written at evaluation time since this version). Bad input never
 stops the other figures: a corrupt or partial metrics.json, a run without plot data (made by an older version) or
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="reliability / confusion figures for these datasets only (default: every dataset)")
     p.add_argument("--shots", type=int, default=None, metavar="K",
                    help="reliability / confusion figures at this K (default: each dataset's largest K)")
+    p.add_argument("--ablation", action="store_true",
+                   help="draw the ablation study's sweep figures (accuracy vs the parameter, one line per K) only")
     args = p.parse_args(argv)
     root: Path = args.output_root
     if not root.is_dir():
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr)
         print(f"error: no usable metrics.json under {root} ({n_files} found)", file=sys.stderr)
         return 1
+    if args.ablation:
+        return _ablation(runs, warnings, args, root)
     written, more = render(runs, args.out or root / "figures", formats=args.formats, order=args.order,
                            seeds=sorted(set(args.seeds)) if args.seeds else None, metric=args.metric,
                            datasets=args.dataset, shots=args.shots)
@@ -97,6 +105,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: nothing to plot under {root}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} files to {args.out or root / 'figures'}", file=sys.stderr)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _ablation(runs: list, warnings: list[str], args: argparse.Namespace, root: Path) -> int:
+    """``--ablation``: one figure per sweep (reporting.ablation.sweep_figures), on the grids summarize.py builds."""
+    from reporting.ablation import as_points, sweep_figures
+    from reporting.aggregate import build_grids
+
+    runs, more, _ = as_points(runs)
+    grids, more2 = build_grids(runs, [args.metric], sorted(set(args.seeds)) if args.seeds else None)
+    out = args.out or root / "figures"
+    written = [p for g in grids if g.protocol == "fewshot" for p in sweep_figures(g, out, args.formats)]
+    for w in [*warnings, *more, *more2]:
+        print(f"warning: {w}", file=sys.stderr)
+    if not written:
+        print(f"error: no ablation sweep to plot under {root} (runs with metrics.json 'ablation' = "
+              f"'<sweep>=<value>')", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {out}", file=sys.stderr)
     for path in written:
         print(path)
     return 0

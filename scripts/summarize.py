@@ -2,7 +2,7 @@
 """Summarise every run under OUTPUT_ROOT from its metrics.json (never from logs).
 
     python scripts/summarize.py OUTPUT_ROOT [--seeds 1 2 3] [--metrics accuracy macro_f1 ece]
-                                [--layout datasets|trainers|paper|backbones] [--order OGKD BiomedCoOp …]
+                                [--layout datasets|trainers|paper|backbones|ablation] [--order OGKD BiomedCoOp …]
                                 [--format md,csv,latex,json]
 
 Runs are classified by the content of metrics.json, not by their path: ``"subsample": "all"`` is a few-shot run,
@@ -45,6 +45,12 @@ Layouts (``--layout``, Markdown and LaTeX only; the CSV and JSON files do not de
 * ``backbones``: rows = trainers, columns = backbones (the ``backbone`` field of metrics.json): few-shot, one table per
   K and dataset, and per K one for the Average over datasets; base-to-novel, per dataset (and the Average) base /
   novel / HM per backbone (``reporting/backbones.py``).
+
+* ``ablation``: OGKD's ablation study (``scripts/run_ablation.sh``, ``reporting/ablation.py``, docs/ablation.md):
+  runs are grouped by their metrics.json ``"ablation"`` point; per dataset one table of the variants and one per
+  sweep, rows = variants (or the sweep's values, its default being the ``full`` runs), columns = K, cells
+  ``mean ± std (Δ d)`` with Δ = mean − the full model's mean. The CSV / JSON rows gain ``ablation`` and
+  ``difference_to_full``. In the other layouts each ablation point is shown as a trainer of its own.
 
 ``--order T1 T2 …`` puts these trainers first, in that order, in every layout (columns or rows); the others follow
 alphabetically. It never changes the CSV or JSON files.
@@ -108,6 +114,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The names this script always exported (tests and other tools import them from here).
+from reporting.ablation import annotate_rows, as_points  # noqa: E402
 from reporting.aggregate import (  # noqa: E402, F401
     AVERAGE,
     IDENTICAL,
@@ -168,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Markdown/LaTeX layout: rows = datasets (default); trainers = rows = trainers, one table per "
                         "dataset (columns K, or base / novel / HM); paper = few-shot one table per K with rows = "
                         "datasets and columns = trainers (base-to-novel as datasets); backbones = rows = trainers, "
-                        "columns = backbones, per K and dataset (+ Average). The CSV/JSON files are the same")
+                        "columns = backbones, per K and dataset (+ Average); ablation = rows = ablation variants "
+                        "(or a sweep's values), columns = K, mean ± std and the difference to the full model "
+                        "(docs/ablation.md). The CSV/JSON files are the same")
     p.add_argument("--order", nargs="+", default=[], metavar="TRAINER",
                    help="trainers to show first, in this order, in every layout (columns, or rows with --layout "
                         "trainers); the others follow alphabetically")
@@ -200,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = sorted(set(args.seeds)) if args.seeds else None
 
     runs, warnings, n_files = load_runs(root, metrics)
+    trainer_of: dict[str, str] = {}
+    if args.layout == "ablation" or any(r.ablation for r in runs):  # each ablation point is a row of its own
+        runs, more, trainer_of = as_points(runs, keep_plain=args.layout != "ablation")
+        warnings += more
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if n_files == 0:
@@ -212,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(not in --seeds)", file=sys.stderr)
         runs = [r for r in runs if r.seed in seeds]
     grids, warnings = build_grids(runs, metrics, seeds)
+    annotate_rows(grids, trainer_of)
     if not grids:
         print(f"error: no usable run under {root} ({n_files} metrics.json found, none with the requested "
               f"metrics{' and seeds' if seeds else ''})", file=sys.stderr)
