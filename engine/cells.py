@@ -258,20 +258,23 @@ def spec_from_env(protocol: str, datasets: Sequence[str], env: Mapping[str, str]
                     data_root=knob("DATA_ROOT"), output_root=knob("OUTPUT_ROOT"), extra=tuple(knob("EXTRA").split()))
 
 
-DEMO_BACKBONES = {"synthlesion": "synthlesion-clip", "synthmed": "tiny-biomedclip"}
+DEMO_BACKBONES = {"synthlesion_clinical": "synthlesion-clinical-clip", "synthlesion": "synthlesion-clip",
+                  "synthmed": "tiny-biomedclip"}
+DEMO_DATASET = "synthlesion_clinical"  # the regime where learning shows most clearly (docs/synthlesion-clinical.md)
 DEMO_B2N_SHOTS = 16
 
 
 def demo_jobs(trainers: Sequence[str], b2n_trainers: Sequence[str], env: Mapping[str, str] | None = None,
               repo: str | Path = REPO) -> list[Job]:
-    """The demo's cells (``scripts/demo.sh``): ``trainers`` × SEEDS few-shot at SHOTS (4) on DATASET (synthlesion
-    or synthmed), then ``b2n_trainers`` base-to-novel at K=16 with the first seed; CPU, quiet; EPOCHS and
-    LOADER_WORKERS override the configs' epochs and data-loader workers. Knobs: DATA_ROOT (data), OUTPUT_ROOT
-    (output/demo), BACKBONE (synthlesion-clip / tiny-biomedclip), SHOTS, SEEDS ("1 2")."""
+    """The demo's cells (``scripts/demo.sh``): ``trainers`` × SEEDS few-shot at SHOTS (4) on DATASET (one of
+    :data:`DEMO_BACKBONES`, default :data:`DEMO_DATASET`), then ``b2n_trainers`` base-to-novel at K=16 with the first
+    seed; CPU, quiet; EPOCHS and LOADER_WORKERS override the configs' epochs and data-loader workers. Knobs:
+    DATA_ROOT (data), OUTPUT_ROOT (output/demo), BACKBONE (the dataset's in :data:`DEMO_BACKBONES`), SHOTS, SEEDS
+    ("1 2")."""
     env = os.environ if env is None else env
-    dataset = env.get("DATASET") or "synthlesion"
+    dataset = env.get("DATASET") or DEMO_DATASET
     if dataset not in DEMO_BACKBONES:
-        raise GridError(f"DATASET must be synthlesion or synthmed, got {dataset!r}")
+        raise GridError(f"DATASET must be one of {', '.join(DEMO_BACKBONES)}, got {dataset!r}")
     backbone = env.get("BACKBONE") or DEMO_BACKBONES[dataset]
     shots = int_list("SHOTS", env.get("SHOTS") or "4")
     seeds = int_list("SEEDS", env.get("SEEDS") or "1 2")

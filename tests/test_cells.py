@@ -130,13 +130,15 @@ def test_demo_cells_keep_the_demo_paths_labels_and_knobs() -> None:
     assert labels == ["ZeroshotCLIP few-shot K=4 seed 1", "ZeroshotCLIP few-shot K=4 seed 2",
                       "CoOp few-shot K=4 seed 1", "CoOp few-shot K=4 seed 2", "OGKD base-to-novel K=16 seed 1: base",
                       "OGKD base-to-novel K=16 seed 1: novel"]
-    assert jobs[0].cells[0].out == "out/demo/few_shot/synthlesion/ZeroshotCLIP/shots4/seed1"
-    assert jobs[-1].cells[1].out == "out/demo/base_to_novel/synthlesion/OGKD/shots16/seed1/new"
+    assert jobs[0].cells[0].out == "out/demo/few_shot/synthlesion_clinical/ZeroshotCLIP/shots4/seed1"
+    assert jobs[-1].cells[1].out == "out/demo/base_to_novel/synthlesion_clinical/OGKD/shots16/seed1/new"
     argv = jobs[2].cells[0].argv
     assert list(argv[argv.index("MODEL.BACKBONE.NAME"):]) == [
-        "MODEL.BACKBONE.NAME", "synthlesion-clip", "VERBOSE", "False", "USE_CUDA", "False", "OPTIM.MAX_EPOCH", "3",
-        "DATALOADER.NUM_WORKERS", "0"]
-    with pytest.raises(GridError, match="DATASET must be synthlesion or synthmed"):
+        "MODEL.BACKBONE.NAME", "synthlesion-clinical-clip", "VERBOSE", "False", "USE_CUDA", "False",
+        "OPTIM.MAX_EPOCH", "3", "DATALOADER.NUM_WORKERS", "0"]
+    other = demo_jobs(["CoOp"], [], {"DATASET": "synthlesion", "SEEDS": "1"})[0].cells[0]
+    assert other.out == "output/demo/few_shot/synthlesion/CoOp/shots4/seed1" and "synthlesion-clip" in other.argv
+    with pytest.raises(GridError, match="DATASET must be one of synthlesion_clinical, synthlesion, synthmed"):
         demo_jobs(["CoOp"], [], {"DATASET": "btmri"})
 
 
