@@ -336,8 +336,10 @@ RANGES: tuple[tuple[str, int, str], ...] = (
 
 def check_ranges(cfg: CN) -> None:
     """Refuse a count-like key below its smallest allowed value (:data:`RANGES`): :class:`ConfigRangeError` naming
-    the key, the value and the allowed range."""
+    the key, the value and the allowed range; and a learning rate that is not a finite positive number for a run
+    that trains."""
     import fnmatch
+    import math
 
     for key, value in flat_items(cfg).items():
         for pattern, low, meaning in RANGES:
@@ -346,6 +348,9 @@ def check_ranges(cfg: CN) -> None:
                     note = f"; {meaning}" if meaning else ""
                     raise ConfigRangeError(f"{key} {value} is out of range (allowed: ≥ {low}{note})")
                 break
+    lr = cfg.OPTIM.LR
+    if cfg.OPTIM.MAX_EPOCH > 0 and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigRangeError(f"OPTIM.LR {lr} is out of range (allowed: a finite number > 0 for a run that trains)")
 
 
 def changed_unused_keys(cfg: CN) -> list[str]:

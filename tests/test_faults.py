@@ -456,6 +456,8 @@ def test_non_finite_metrics_are_never_written_nor_read_as_complete(tmp_path: Pat
     ("TRAIN.CHECKPOINT_FREQ", "-2", "≥ 0"),
     ("TRAINER.COOP.N_CTX", "0", "≥ 1"),
     ("TRAINER.OGKD.N_PROMPTS", "-3", "≥ 1"),
+    ("OPTIM.LR", "-0.002", "a finite number > 0"),
+    ("OPTIM.LR", "0.0", "a finite number > 0"),
 ])
 def test_count_keys_out_of_range_exit_2_naming_the_key(key: str, value: str, allowed: str, synth_root: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
