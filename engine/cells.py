@@ -391,13 +391,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         status = launch(jobs, output_root, repo=str(REPO), keep_going=keep_going, wait=wait, env=env)
     except GridError as e:
-        print(f"error: {e}", file=sys.stderr)
+        logger.error("error: %s", e)
         return 2
     if args.command == "demo" or (env.get("LAUNCHER") == "slurm" and not wait):
         return status
     folder = f"{output_root}/{args.command}"
     if Path(folder).is_dir():
-        print(flush=True)
+        sys.stdout.flush()  # the progress lines before the tables the summary prints
         layout = ["--layout", "ablation"] if args.command == "ablation" else []
         subprocess.run([sys.executable, str(REPO / SUMMARIZE), folder, "--seeds", *map(str, spec.seeds), *layout],
                        check=False)

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from engine.utils import atomic_write_text
+from synth.layout import check_generator_args, class_folder
 
 logger = logging.getLogger(__name__)
 
@@ -206,11 +207,6 @@ def synthmed_prompt_bank(n: int = N_BANK_PROMPTS) -> dict[str, list[str]]:
 
 def _bank_json() -> str:
     return json.dumps(synthmed_prompt_bank(), indent=2) + "\n"
-
-
-def class_folder(classname: str) -> str:
-    """The on-disk folder of a class: the class name with spaces replaced by underscores."""
-    return classname.replace(" ", "_")
 
 
 # --------------------------------------------------------------------------------------------- rendering
@@ -423,17 +419,6 @@ def _generate(out_dir: Path, seed: int, counts: dict[str, int]) -> None:
     info.update({f"n_{s}": counts[s] for s in SPLITS})
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=4, sort_keys=True))
     (out_dir / PROMPT_BANK_FILE).write_text(_bank_json())
-
-
-def check_generator_args(seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, int]:
-    """Validate a generator's seed and per-class counts (``ValueError``); return the counts by split."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    counts = {"train": n_train, "val": n_val, "test": n_test}
-    bad = {k: v for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1}
-    if bad:
-        raise ValueError(f"images per class must be integers ≥ 1, got {bad}")
-    return {k: int(v) for k, v in counts.items()}
 
 
 def make_synthmed(

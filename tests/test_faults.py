@@ -308,13 +308,19 @@ def test_disk_full_then_rerun(synth_root: Path, coop_run: Path, tmp_path: Path) 
     assert results(out) == results(coop_run)
 
 
-def test_kill_9_mid_run_then_rerun_gives_the_same_numbers(synth_root: Path, coop_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
+def _train_py_until_first_checkpoint(synth_root: Path, out: Path) -> subprocess.Popen:
+    """A ``train.py`` process on its way, returned once its first checkpoint is written (or it ended, or 5 min)."""
     proc = _train_py(synth_root, out)
     pointer = out / "prompt_learner/checkpoint"
     deadline = time.monotonic() + 300
     while not pointer.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
+    return proc
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_same_numbers(synth_root: Path, coop_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _train_py_until_first_checkpoint(synth_root, out)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert not (out / "metrics.json").exists()
@@ -553,11 +559,7 @@ def test_resume_from_a_missing_folder_is_refused(synth_root: Path, tmp_path: Pat
 def test_ctrl_c_in_a_single_run_is_one_line_and_resumes(synth_root: Path, coop_run: Path, tmp_path: Path) -> None:
     """Weak: Ctrl-C printed a 58-line traceback (exit 1) and log.txt said nothing; now exit 130, one line, logged."""
     out = tmp_path / "run"
-    proc = _train_py(synth_root, out)
-    pointer = out / "prompt_learner/checkpoint"
-    deadline = time.monotonic() + 300
-    while not pointer.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = _train_py_until_first_checkpoint(synth_root, out)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:

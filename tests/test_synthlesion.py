@@ -16,6 +16,7 @@ import torch
 from clip_backbones import BackboneError, build_backbone
 from clip_backbones.tiny import PRETRAINED_BACKBONES, ShippedModel
 from datasets.catalogue import get_info
+from synth import lesion_text
 from synth import pretrain as pt
 from synth import synthlesion as sl
 
@@ -255,7 +256,7 @@ def test_clinical_prompt_bank_is_llm_like() -> None:
     bank = sl.clinical_prompt_bank()
     assert list(bank) == list(sl.CLINICAL_CLASSNAMES) and sl.clinical_prompt_bank() == bank
     assert all(len(v) == 50 == len(set(v)) for v in bank.values())
-    words = {a: {w for syns in _syn.values() for w in syns} for a, _syn in sl._SYNONYMS.items() if a != "size"}
+    words = {a: {w for syns in _syn.values() for w in syns} for a, _syn in lesion_text._SYNONYMS.items() if a != "size"}
     for cls in sl.SYNTHLESION_CLASSES:
         sentences = [s.lower() for s in bank[cls.label]]
         n_attr = [sum(any(f" {w} " in f" {s.replace('.', ' ').replace(',', ' ')} " for w in ws)
@@ -265,7 +266,7 @@ def test_clinical_prompt_bank_is_llm_like() -> None:
         assert sum(2 <= n <= 4 for n in n_attr) >= 30  # most describe two to four attributes
         assert 20 <= sum(cls.label in s for s in sentences) < 50  # the label is often, not always, named
         # a few are partly wrong: a word of another value of one of its attributes, e.g. "bright" for a dark class
-        wrong_words = {w for a, v in cls.attributes().items() for other, syns in sl._SYNONYMS[a].items()
+        wrong_words = {w for a, v in cls.attributes().items() for other, syns in lesion_text._SYNONYMS[a].items()
                        if other != v for w in syns}
         padded = [f" {s.replace('.', ' ').replace(',', ' ')} " for s in sentences]
         assert 1 <= sum(any(f" {w} " in s for w in wrong_words) for s in padded) <= 10
