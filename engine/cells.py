@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         status = launch(jobs, output_root, repo=str(REPO), keep_going=keep_going, wait=wait, env=env)
     except GridError as e:
-        logger.error("error: %s", e)
+        sys.stderr.write(f"error: {e}\n")  # the command line's one error line (exit 2)
         return 2
     if args.command == "demo" or (env.get("LAUNCHER") == "slurm" and not wait):
         return status
